@@ -1,0 +1,107 @@
+"""Fixtures that own lifecycles: the real services (session), a fresh namespace per test, workers.
+
+Services: if Kafka and Redis already answer at the configured endpoints (``yadtq up`` was run, or
+``YADTQ_KAFKA_BOOTSTRAP`` / ``YADTQ_REDIS_URL`` point somewhere), they are reused; otherwise the
+session starts them with :func:`yadtq.services.up` and stops them at the end. Each test gets its own
+namespace, so its topics, consumer group and keys are its own, and deletes them afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from yadtq import services
+from yadtq.backend import Backend
+from yadtq.broker import Broker
+from yadtq.client import Client
+from yadtq.config import Config
+from yadtq.pool import Pool
+
+ROOT = Path(__file__).resolve().parent.parent
+#: Worker settings for tests: fast heartbeats so failure detection takes about a second.
+FAST = {"heartbeat_interval": 0.3, "heartbeat_timeout": 1.5, "session_timeout": 6.0, "shutdown_grace": 5.0}
+
+
+@pytest.fixture(scope="session")
+def base_config() -> Iterator[Config]:
+    """A config pointing at live services; starts them when nothing answers."""
+    config = Config.from_env(imports=("tests.ops_fixture",))
+    started = False
+    if not (services.redis_ready(config.redis_url, 2) and services.kafka_ready(config.kafka_bootstrap, 10)):
+        state = services.up(config)
+        config = config.replace(kafka_bootstrap=state["kafka_bootstrap"], redis_url=state["redis_url"])
+        started = True
+    os.environ["YADTQ_KAFKA_BOOTSTRAP"] = config.kafka_bootstrap
+    os.environ["YADTQ_REDIS_URL"] = config.redis_url
+    yield config
+    if started:
+        services.down(config)
+
+
+@pytest.fixture
+def make_config(base_config: Config) -> Iterator[Callable[..., Config]]:
+    """Configs with a namespace of their own; their keys and topics are deleted after the test."""
+    made: list[Config] = []
+
+    def make(**overrides: object) -> Config:
+        cfg = base_config.replace(namespace=f"t{uuid.uuid4().hex[:10]}", **{**FAST, **overrides})
+        made.append(cfg)
+        return cfg
+
+    yield make
+    for cfg in made:
+        Backend(cfg).purge()
+        try:
+            Broker(cfg).delete_topics()
+        except Exception:  # a Kafka restart test may leave the broker briefly unavailable
+            time.sleep(3)
+            Broker(cfg).delete_topics()
+
+
+@pytest.fixture
+def config(make_config: Callable[..., Config]) -> Config:
+    return make_config()
+
+
+@pytest.fixture
+def client(config: Config) -> Iterator[Client]:
+    with Client(config) as c:
+        yield c
+
+
+@pytest.fixture
+def pool(config: Config, tmp_path: Path) -> Iterator[Pool]:
+    with Pool(config, log_dir=tmp_path / "workers") as p:
+        yield p
+
+
+@pytest.fixture
+def wait_for() -> Callable[..., object]:
+    """Poll ``condition`` until it returns something truthy, or fail after ``timeout`` seconds."""
+
+    def wait(condition: Callable[[], object], timeout: float = 30.0, what: str = "condition") -> object:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = condition()
+            if value:
+                return value
+            time.sleep(0.05)
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+    return wait
+
+
+def live_workers(client: Client, n: int) -> Callable[[], bool]:
+    """A condition: ``n`` workers are heartbeating and Kafka gave each some partitions."""
+
+    def check() -> bool:
+        frame = client.workers()
+        return bool(len(frame[frame["state"].isin(["idle", "busy"])]) >= n)
+
+    return check

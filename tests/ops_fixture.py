@@ -1,0 +1,34 @@
+"""Operations used only by the tests; workers import this module through ``Config.imports``."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from yadtq import OperationError, operation
+
+
+@operation
+def crash(code: int) -> None:
+    """Exit the executor process abruptly, as a segfault or the OOM killer would."""
+    os._exit(code)
+
+
+@operation
+def hang(seconds: float) -> float:
+    """Sleep without the built-in limit (for time-limit tests)."""
+    time.sleep(seconds)
+    return seconds
+
+
+@operation
+def fail_with(message: str) -> None:
+    """Fail on purpose with a message of the caller's choice."""
+    raise OperationError(message)
+
+
+@operation
+def square_after(value: int, seconds: float) -> int:
+    """value squared, after a pause: lets a test kill a worker mid-task and check the result."""
+    time.sleep(seconds)
+    return value * value

@@ -1,0 +1,226 @@
+"""The queue end to end, on the real Kafka and Redis, with workers as separate processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import redis
+from kafka import KafkaProducer
+
+from tests.conftest import ROOT, live_workers
+from yadtq import BadArguments, Client, TaskFailed, TaskStatus, UnknownOperation
+from yadtq.config import Config
+from yadtq.pool import Pool
+
+pytestmark = pytest.mark.services
+
+BUILTINS = [
+    ("add", [2, 3], 5),
+    ("sub", [2, 5], -3),
+    ("mul", [4, 2.5], 10.0),
+    ("div", [7, 2], 3.5),
+    ("mod", [17, 5], 2),
+    ("pow", [2, 10], 1024),
+    ("neg", [4], -4),
+    ("abs", [-7.5], 7.5),
+    ("sum", [[1, 2, 3.5]], 6.5),
+    ("mean", [[1, 2, 3, 4]], 2.5),
+    ("min", [[3, -1, 2]], -1),
+    ("max", [[3, -1, 2]], 3),
+    ("gcd", [84, 36], 12),
+    ("factorial", [10], 3628800),
+    ("fibonacci", [90], 2880067194370816120),
+    ("is_prime", [2_147_483_647], True),
+    ("is_prime", [2_147_483_649], False),
+    ("sleep", [0.05], 0.05),
+]
+
+
+def test_every_builtin_operation_end_to_end(client: Client, pool: Pool, wait_for) -> None:
+    pool.start(1)
+    handles = [(client.submit(op, *args), op, expected) for op, args, expected in BUILTINS]
+    for handle, op, expected in handles:
+        assert handle.result(timeout=60) == expected, op
+        assert handle.status() is TaskStatus.SUCCESS
+
+
+def test_300_tasks_over_three_workers_all_succeed(client: Client, pool: Pool, wait_for) -> None:
+    pool.start(3)
+    wait_for(live_workers(client, 3), timeout=60, what="3 workers with partitions")
+    handles = [(client.submit("add", i, i), 2 * i) for i in range(150)]
+    handles += [(client.submit("mul", i, 3), 3 * i) for i in range(100)]
+    handles += [(client.submit("sleep", 0.01), 0.01) for _ in range(50)]
+    assert [h.result(timeout=120) for h, _ in handles] == [expected for _, expected in handles]
+    frame = client.tasks(limit=400)
+    assert len(frame) == 300
+    assert set(frame["status"]) == {"success"}
+    assert (frame["attempts"] == 1).all()
+    per_worker = frame["worker"].value_counts()
+    assert len(per_worker) > 1, f"only one worker took part: {per_worker.to_dict()}"
+    workers = client.workers().set_index("name")
+    assert workers["processed"].sum() == 300
+
+
+def test_status_history_and_timestamps_are_consistent(client: Client, pool: Pool) -> None:
+    pool.start(1)
+    handle = client.submit("sleep", 0.2)
+    assert handle.result(timeout=60) == 0.2
+    info = handle.info()
+    assert info is not None
+    assert info["submitted_at"] <= info["started_at"] <= info["finished_at"]
+    assert info["finished_at"] - info["started_at"] >= 0.2
+    history = handle.history()
+    assert [h["status"] for h in history] == ["queued", "processing", "success"]
+    assert [h["at"] for h in history] == sorted(h["at"] for h in history)
+    assert history[1]["worker"] == history[2]["worker"] == info["worker"]
+    assert history[2]["attempt"] == info["attempts"] == 1
+
+
+def test_heartbeats_appear_and_stop_when_the_worker_stops(client: Client, pool: Pool, config: Config, wait_for) -> None:
+    (proc,) = pool.start(1)
+    wait_for(lambda: len(client.heartbeats(proc.name)) >= 3, timeout=60, what="three heartbeats")
+    workers = client.workers().set_index("name")
+    assert workers.loc[proc.name, "pid"] == proc.pid
+    assert workers.loc[proc.name, "state"] == "idle"
+    assert pool.stop(proc.name) == 0
+    assert client.workers().set_index("name").loc[proc.name, "state"] == "stopped"
+    count = len(client.heartbeats(proc.name))
+    time.sleep(config.heartbeat_interval * 4)
+    assert len(client.heartbeats(proc.name)) == count
+    timeline = client.heartbeats(proc.name)
+    assert timeline["at"].is_monotonic_increasing
+    assert timeline["state"].iloc[-1] == "stopped"
+
+
+def test_user_mistakes_are_refused_before_anything_is_sent(client: Client) -> None:
+    with pytest.raises(UnknownOperation, match="unknown operation 'frobnicate'"):
+        client.submit("frobnicate", 1)
+    with pytest.raises(BadArguments, match="missing a required argument"):
+        client.submit("add", 1)
+    with pytest.raises(BadArguments, match="must be a number"):
+        client.submit("add", 1, "two")
+    with pytest.raises(BadArguments, match="between 0 and 1000"):
+        client.submit("factorial", 10**6)
+    with pytest.raises(BadArguments, match="bits"):
+        client.submit("pow", 10, 10**6)
+    assert client.backend.count_tasks() == 0
+    assert client.tasks().empty
+
+
+def test_division_by_zero_fails_the_task_not_the_worker(client: Client, pool: Pool) -> None:
+    (proc,) = pool.start(1)
+    bad = client.submit("div", 1, 0)
+    with pytest.raises(TaskFailed, match="ZeroDivisionError: division by zero") as caught:
+        bad.result(timeout=60)
+    assert caught.value.status == "failed"
+    assert bad.status() is TaskStatus.FAILED
+    assert client.submit("add", 1, 1).result(timeout=30) == 2
+    assert proc.alive
+
+
+def test_status_of_an_id_never_submitted_is_unknown(client: Client) -> None:
+    assert client.status("no-such-task") is TaskStatus.UNKNOWN
+    assert client.handle("no-such-task").info() is None
+
+
+def test_tasks_table_is_newest_first_and_bounded(client: Client, pool: Pool) -> None:
+    pool.start(1)
+    handles = [client.submit("add", i, 0) for i in range(12)]
+    for h in handles:
+        h.result(timeout=60)
+    frame = client.tasks(limit=5)
+    assert list(frame["id"]) == [h.id for h in reversed(handles[-5:])]
+    for column in (
+        "id",
+        "op",
+        "args",
+        "status",
+        "result",
+        "error",
+        "worker",
+        "attempts",
+        "submitted_at",
+        "started_at",
+        "finished_at",
+    ):
+        assert column in frame.columns
+    assert frame["result"].tolist() == [11, 10, 9, 8, 7]
+
+
+def test_any_kafka_producer_and_any_redis_client_speak_the_protocol(config: Config, pool: Pool, wait_for) -> None:
+    """docs/protocol.md: a hand-written JSON message runs; its status is a plain Redis hash."""
+    pool.start(1)
+    Client(config).broker.ensure_topics()
+    producer = KafkaProducer(bootstrap_servers=config.kafka_bootstrap)
+    message = {"v": 1, "id": "raw-task-1", "op": "mul", "args": [6, 7], "kwargs": {}}
+    producer.send(config.task_topic, json.dumps(message).encode()).get(timeout=10)
+    producer.close()
+    r = redis.Redis.from_url(config.redis_url, decode_responses=True)
+    key = f"{config.namespace}:task:raw-task-1"
+    wait_for(lambda: r.hget(key, "status") == "success", timeout=60, what="the raw task to succeed")
+    assert json.loads(r.hget(key, "result")) == 42
+
+
+def _cli(config: Config, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **config.to_env()}
+    return subprocess.run(
+        [sys.executable, "-m", "yadtq", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_cli_submit_wait_prints_the_result(config: Config, pool: Pool) -> None:
+    pool.start(1)
+    done = _cli(config, "submit", "add", "2", "3", "--wait")
+    assert (done.returncode, done.stdout.strip()) == (0, "5")
+    failed = _cli(config, "submit", "div", "1", "0", "--wait")
+    assert failed.returncode == 1
+    assert "ZeroDivisionError" in failed.stderr and "Traceback" not in failed.stderr
+    task_id = _cli(config, "submit", "fibonacci", "10").stdout.strip()
+    assert _cli(config, "result", task_id).stdout.strip() == "55"
+    assert _cli(config, "status", task_id).stdout.startswith("success  result=55")
+    table = _cli(config, "tasks").stdout
+    assert task_id in table and "fibonacci" in table
+    assert "worker-1" in _cli(config, "workers").stdout
+
+
+def test_cli_bad_input_exits_non_zero_with_one_line(config: Config, client: Client) -> None:
+    for args, needle in [
+        (("submit", "frobnicate", "1"), "unknown operation"),
+        (("submit", "add", "1"), "missing a required argument"),
+        (("submit", "factorial", "5000"), "between 0 and 1000"),
+        (("submit", "add", "1", "2", "--time-limit", "-3"), "time_limit"),
+    ]:
+        done = _cli(config, *args)
+        assert done.returncode == 2, args
+        assert needle in done.stderr
+        assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert _cli(config, "status", "nope").stdout.strip() == "unknown"
+    assert client.backend.count_tasks() == 0
+
+
+def test_workers_beyond_the_partition_count_sit_idle(make_config, tmp_path, wait_for) -> None:
+    config = make_config(partitions=2)
+    with Client(config) as client, Pool(config, log_dir=tmp_path) as pool:
+        pool.start(3)
+        wait_for(
+            lambda: sorted(client.workers()["state"]) == ["idle", "idle", "idle (no partition)"],
+            timeout=60,
+            what="two workers with partitions and one without",
+        )
+        assert "stay idle" in _cli(config, "workers").stdout
+        handles = [client.submit("add", i, 1) for i in range(20)]
+        assert [h.result(timeout=60) for h in handles] == [i + 1 for i in range(20)]
+        frame = client.workers().set_index("name")
+        idle = frame[frame["state"] == "idle (no partition)"].index[0]
+        assert frame.loc[idle, "processed"] == 0

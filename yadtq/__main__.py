@@ -1,0 +1,3 @@
+from yadtq.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,305 @@
+"""Redis, the only door to it: task state, results, heartbeats and dead letters.
+
+Redis is the source of truth for *what happened to a task*; Kafka is the source of truth for *what
+was asked*. Writes go through the atomic scripts in :mod:`yadtq.scripts`; this class gives them
+names and types. Every method turns a lost connection into :class:`ServiceUnavailable`, so callers
+see one error whatever redis-py raised.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import redis
+
+from yadtq.config import Config
+from yadtq.errors import ServiceUnavailable
+from yadtq.keys import Keys
+from yadtq.scripts import SCRIPTS
+from yadtq.task import TaskMessage, TaskStatus
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Dead-letter records kept in Redis (the topic keeps them all).
+DEAD_LETTER_HISTORY = 10_000
+REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError)
+
+
+def guarded(method: F) -> F:
+    @functools.wraps(method)
+    def wrapper(self: Backend, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except REDIS_ERRORS as exc:
+            raise ServiceUnavailable(f"Redis at {self.config.redis_url} is unavailable: {exc}") from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What :meth:`Backend.claim` decided: run it (``claimed``), or skip it and say why."""
+
+    outcome: str  # claimed | done | busy | gave_up
+    detail: str  # the attempt number, the final status, or the worker that holds it
+
+    @property
+    def attempt(self) -> int:
+        return int(self.detail) if self.outcome == "claimed" else 0
+
+
+class Backend:
+    def __init__(self, config: Config, client: redis.Redis | None = None) -> None:
+        self.config = config
+        self.keys = Keys(config.namespace)
+        self.ns = config.namespace
+        self.redis: redis.Redis = client or redis.Redis.from_url(
+            config.redis_url,
+            password=config.redis_password or None,
+            decode_responses=True,
+            socket_timeout=5,
+            socket_connect_timeout=2,
+            health_check_interval=5,
+        )
+        self._scripts = {name: self.redis.register_script(src) for name, src in SCRIPTS.items()}
+
+    def _run(self, script: str, *argv: Any) -> Any:
+        return self._scripts[script](args=[self.ns, *argv])
+
+    def close(self) -> None:
+        self.redis.close()
+
+    # --- task life cycle (writes) ------------------------------------------------------------
+    @guarded
+    def ping(self) -> None:
+        self.redis.ping()
+
+    @guarded
+    def submit(self, msg: TaskMessage) -> bool:
+        """Record a task as queued; False if a worker already recorded it (it was that fast)."""
+        return bool(self._run("submit", *self._fields(msg), time.time()))
+
+    @guarded
+    def unsubmit(self, task_id: str) -> bool:
+        """Take back the record of a task whose message never reached Kafka."""
+        return bool(self._run("unsubmit", task_id))
+
+    @guarded
+    def claim(self, msg: TaskMessage, worker: str) -> Claim:
+        """Atomically take a task for ``worker``, or learn why not (see scripts.CLAIM)."""
+        outcome, detail = self._run(
+            "claim", msg.id, worker, time.time(), self.config.heartbeat_timeout, *self._fields(msg)[1:]
+        )
+        return Claim(outcome, str(detail))
+
+    @guarded
+    def finish(
+        self,
+        task_id: str,
+        worker: str,
+        attempt: int,
+        status: TaskStatus,
+        result: Any = None,
+        error: str = "",
+        reason: str = "",
+    ) -> bool:
+        """Store the outcome; False when this worker no longer holds the attempt (it was reassigned)."""
+        encoded = json.dumps(result) if status is TaskStatus.SUCCESS else ""
+        return bool(
+            self._run(
+                "finish",
+                task_id,
+                worker,
+                attempt,
+                status.value,
+                encoded,
+                error,
+                reason,
+                time.time(),
+                self.config.result_ttl,
+            )
+        )
+
+    @guarded
+    def retry(self, task_id: str, worker: str, attempt: int, delay: float, error: str, reason: str) -> bool:
+        now = time.time()
+        return bool(self._run("retry", task_id, worker, attempt, now + delay, error, reason, now))
+
+    @guarded
+    def release(self, task_id: str, worker: str, attempt: int, note: str) -> bool:
+        """Hand a task back to the queue (graceful shutdown); Kafka redelivers its message."""
+        return bool(self._run("release", task_id, worker, attempt, time.time(), note))
+
+    @guarded
+    def cancel(self, task_id: str) -> str:
+        return str(self._run("cancel", task_id, time.time()))
+
+    @guarded
+    def reject(self, task_id: str, op: str, error: str, message: str) -> bool:
+        """Mark a task whose message was dead-lettered as failed, so its status answers why."""
+        return bool(self._run("reject", task_id, op, error, time.time(), message))
+
+    @guarded
+    def dead_letter(self, record: dict[str, Any]) -> None:
+        payload = json.dumps(record)
+        pipe = self.redis.pipeline()
+        pipe.lpush(self.keys.dead_letters, payload)
+        pipe.ltrim(self.keys.dead_letters, 0, DEAD_LETTER_HISTORY - 1)
+        pipe.publish(self.keys.events, json.dumps({"type": "dead_letter", **record}))
+        pipe.execute()
+
+    # --- workers -----------------------------------------------------------------------------
+    @guarded
+    def heartbeat(
+        self, name: str, state: str, current_task: str, pid: int, host: str, partitions: str, started_at: float
+    ) -> str:
+        """Record a heartbeat; returns the state Redis had before (``dead`` means we were reaped)."""
+        return str(
+            self._run(
+                "heartbeat",
+                name,
+                time.time(),
+                state,
+                current_task,
+                pid,
+                host,
+                partitions,
+                self.config.heartbeat_history,
+                started_at,
+            )
+        )
+
+    @guarded
+    def reap(self) -> list[str]:
+        """Declare silent workers dead and take their tasks back; returns messages to publish again."""
+        return list(
+            self._run(
+                "reap", time.time(), self.config.heartbeat_timeout, self.config.max_retries, self.config.result_ttl
+            )
+        )
+
+    @guarded
+    def due_retries(self, lease: float = 30.0) -> list[str]:
+        return list(self._run("due", time.time(), lease))
+
+    @guarded
+    def unschedule(self, task_id: str) -> None:
+        self.redis.zrem(self.keys.scheduled, task_id)
+
+    # --- reads -------------------------------------------------------------------------------
+    @guarded
+    def task(self, task_id: str) -> dict[str, Any] | None:
+        raw = self.redis.hgetall(self.keys.task(task_id))
+        return _decode_task(raw) if raw else None
+
+    def status(self, task_id: str) -> TaskStatus:
+        record = self.task(task_id)
+        return TaskStatus(record["status"]) if record else TaskStatus.UNKNOWN
+
+    @guarded
+    def history(self, task_id: str) -> list[dict[str, Any]]:
+        return [json.loads(e) for e in self.redis.lrange(self.keys.history(task_id), 0, -1)]
+
+    @guarded
+    def wait_done(self, task_id: str, timeout: float) -> None:
+        """Block up to ``timeout`` (at most 1 s) for the task's completion signal."""
+        self.redis.blpop([self.keys.done(task_id)], timeout=max(0.01, min(timeout, 1.0)))
+
+    @guarded
+    def tasks(self, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+        """Newest first, through the index: cost grows with ``limit``, not with the number of tasks."""
+        ids = self.redis.zrevrange(self.keys.tasks, offset, offset + limit - 1)
+        pipe = self.redis.pipeline(transaction=False)
+        for task_id in ids:
+            pipe.hgetall(self.keys.task(task_id))
+        return [_decode_task(raw) for raw in pipe.execute() if raw]
+
+    @guarded
+    def count_tasks(self) -> int:
+        return int(self.redis.zcard(self.keys.tasks))
+
+    @guarded
+    def workers(self) -> list[dict[str, Any]]:
+        names = self.redis.zrange(self.keys.workers, 0, -1)
+        pipe = self.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.hgetall(self.keys.worker(name))
+        return [_decode_worker(raw) for raw in pipe.execute() if raw]
+
+    @guarded
+    def beats(self, name: str, limit: int | None = None) -> list[dict[str, Any]]:
+        end = -1 if limit is None else limit - 1
+        return [json.loads(b) for b in self.redis.lrange(self.keys.beats(name), 0, end)]
+
+    @guarded
+    def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+        return [json.loads(r) for r in self.redis.lrange(self.keys.dead_letters, 0, limit - 1)]
+
+    @guarded
+    def purge(self) -> int:
+        """Delete every key of this namespace (tests and lab runs clean up with it)."""
+        removed = 0
+        batch: list[str] = []
+        for key in self.redis.scan_iter(match=self.keys.pattern, count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                removed += self.redis.delete(*batch)
+                batch = []
+        if batch:
+            removed += self.redis.delete(*batch)
+        return removed
+
+    # --- helpers -----------------------------------------------------------------------------
+    def _fields(self, msg: TaskMessage) -> list[Any]:
+        max_retries = self.config.max_retries if msg.max_retries is None else msg.max_retries
+        return [
+            msg.id,
+            msg.op,
+            json.dumps(msg.args),
+            json.dumps(msg.kwargs),
+            msg.submitted_at,
+            msg.encode().decode(),
+            max_retries,
+        ]
+
+
+_FLOATS = (
+    "submitted_at",
+    "started_at",
+    "finished_at",
+    "updated_at",
+    "next_attempt_at",
+    "last_heartbeat",
+    "dead_at",
+    "stopped_at",
+)
+_INTS = ("attempts", "max_retries", "processed", "failed", "lost", "revived", "pid")
+
+
+def _convert(raw: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = dict(raw)
+    for name in _FLOATS:
+        if name in out:
+            out[name] = float(out[name]) if out[name] else None
+    for name in _INTS:
+        if name in out:
+            out[name] = int(out[name]) if out[name] else 0
+    return out
+
+
+def _decode_task(raw: dict[str, str]) -> dict[str, Any]:
+    out = _convert(raw)
+    for name in ("args", "kwargs"):
+        out[name] = json.loads(out[name]) if out.get(name) else ([] if name == "args" else {})
+    out["result"] = json.loads(out["result"]) if out.get("result") else None
+    out.pop("message", None)
+    return out
+
+
+def _decode_worker(raw: dict[str, str]) -> dict[str, Any]:
+    return _convert(raw)

@@ -1,0 +1,167 @@
+"""Kafka, the only door to it: topics, the producer, and the workers' consumer.
+
+Kafka holds what was asked: a task is *accepted* once the broker acknowledged its message
+(``acks=all``). Workers read the task topic as one consumer group, so each partition - and each
+message - belongs to one worker at a time; offsets are committed by the worker only after the
+task's outcome is in Redis (at least once; Redis makes it effectively once, see ``scripts.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewPartitions, NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.structs import OffsetAndMetadata
+
+from yadtq.config import Config
+from yadtq.errors import ServiceUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class Broker:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._producer: KafkaProducer | None = None
+        self._lock = threading.Lock()
+        self._topics_ready = False
+
+    # --- topics --------------------------------------------------------------------------------
+    def ensure_topics(self) -> None:
+        """Create the task and dead-letter topics, or grow the task topic to ``partitions``."""
+        if self._topics_ready:
+            return
+        timeout_ms = int(self.config.submit_timeout * 1000)
+        try:
+            admin = KafkaAdminClient(
+                **self.config.kafka_options(), request_timeout_ms=timeout_ms, bootstrap_timeout_ms=timeout_ms
+            )
+        except KafkaError as exc:
+            raise self._unavailable(exc) from None
+        try:
+            wanted = {self.config.task_topic: self.config.partitions, self.config.dead_letter_topic: 1}
+            existing = set(admin.list_topics())
+            missing = [NewTopic(name, n, 1) for name, n in wanted.items() if name not in existing]
+            if missing:
+                try:
+                    admin.create_topics(missing, timeout_ms=timeout_ms)
+                except TopicAlreadyExistsError:
+                    pass  # another process won the race
+            else:
+                described = admin.describe_topics([self.config.task_topic])
+                have = len(described[0]["partitions"]) if described else self.config.partitions
+                if have < self.config.partitions:
+                    admin.create_partitions({self.config.task_topic: NewPartitions(self.config.partitions)})
+        except KafkaError as exc:
+            raise self._unavailable(exc) from None
+        finally:
+            admin.close()
+        self._topics_ready = True
+
+    def delete_topics(self) -> None:
+        """Remove this namespace's topics (tests and lab runs clean up with it)."""
+        admin = KafkaAdminClient(**self.config.kafka_options(), request_timeout_ms=10_000)
+        try:
+            names = [
+                t
+                for t in (self.config.task_topic, self.config.dead_letter_topic, self.config.events_topic)
+                if t in set(admin.list_topics())
+            ]
+            if names:
+                admin.delete_topics(names, timeout_ms=10_000)
+        finally:
+            admin.close()
+        self._topics_ready = False
+
+    # --- producing -----------------------------------------------------------------------------
+    @property
+    def producer(self) -> KafkaProducer:
+        with self._lock:
+            if self._producer is None:
+                timeout_ms = int(self.config.submit_timeout * 1000)
+                try:
+                    self._producer = KafkaProducer(
+                        **self.config.kafka_options(),
+                        acks="all",
+                        linger_ms=0,
+                        max_block_ms=timeout_ms,
+                        request_timeout_ms=min(timeout_ms, 30_000),
+                        delivery_timeout_ms=timeout_ms + 1_000,
+                        bootstrap_timeout_ms=timeout_ms,
+                        max_request_size=max(1_048_576, self.config.max_message_bytes * 2),
+                    )
+                except KafkaError as exc:
+                    raise self._unavailable(exc) from None
+            return self._producer
+
+    def publish(
+        self,
+        value: bytes,
+        key: str | None = None,
+        partition: int | None = None,
+        topic: str | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> int:
+        """Send one message and wait for the broker's acknowledgement; returns its partition."""
+        try:
+            future = self.producer.send(
+                topic or self.config.task_topic,
+                value=value,
+                key=key.encode() if key else None,
+                partition=partition,
+                headers=headers,
+            )
+            return int(future.get(timeout=self.config.submit_timeout).partition)
+        except KafkaError as exc:
+            raise self._unavailable(exc) from None
+
+    def close(self, timeout: float = 5.0) -> None:
+        with self._lock:
+            if self._producer is not None:
+                self._producer.close(timeout=timeout)
+                self._producer = None
+
+    # --- consuming -----------------------------------------------------------------------------
+    def consumer(self, client_id: str, listener: Any = None) -> KafkaConsumer:
+        """The group consumer of a worker: manual commits, one record at a time."""
+        session_ms = int(self.config.session_timeout * 1000)
+        consumer = KafkaConsumer(
+            **self.config.kafka_options(),
+            group_id=self.config.group_id,
+            client_id=client_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=1,
+            session_timeout_ms=session_ms,
+            heartbeat_interval_ms=max(100, session_ms // 3),
+            max_poll_interval_ms=int(self.config.max_poll_interval * 1000),
+            fetch_max_wait_ms=100,
+            request_timeout_ms=max(30_000, session_ms + 5_000),
+            bootstrap_timeout_ms=int(self.config.submit_timeout * 1000),
+            allow_auto_create_topics=False,
+        )
+        consumer.subscribe([self.config.task_topic], listener=listener)
+        return consumer
+
+    def _unavailable(self, exc: Exception) -> ServiceUnavailable:
+        return ServiceUnavailable(f"Kafka at {self.config.kafka_bootstrap} is unavailable: {type(exc).__name__}: {exc}")
+
+
+def commit(consumer: KafkaConsumer, topic: str, partition: int, offset: int) -> bool:
+    """Commit that ``offset`` is done; False (and a log line) when Kafka refused it.
+
+    A refused commit is harmless: the message comes back to some worker, and the claim script
+    sees its task already finished and skips it.
+    """
+    try:
+        consumer.commit({TopicPartition(topic, partition): OffsetAndMetadata(offset + 1, "", -1)})
+        return True
+    except KafkaError as exc:
+        log.warning(
+            "commit of %s[%d]@%d failed (%s); the message may be seen again and skipped", topic, partition, offset, exc
+        )
+        return False

@@ -1,0 +1,292 @@
+"""``yadtq``: the terminal front end. No logic lives here; every command is a call into the library.
+
+A user mistake prints one line on stderr and exits non-zero (2: bad input, 3: a service is
+unavailable, 1: the task failed, 4: timed out waiting); it never prints a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from yadtq.config import Config
+from yadtq.errors import (
+    ConfigError,
+    InvalidTask,
+    NotCancellable,
+    ServiceError,
+    ServiceUnavailable,
+    TaskFailed,
+    TaskTimeout,
+    YadtqError,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+_LOCAL = datetime.now().astimezone().tzinfo
+
+EXIT_CODES: list[tuple[type[YadtqError], int]] = [
+    (TaskFailed, 1),
+    (InvalidTask, 2),
+    (ConfigError, 2),
+    (NotCancellable, 2),
+    (ServiceUnavailable, 3),
+    (ServiceError, 3),
+    (TaskTimeout, 4),
+]
+
+
+def parse_value(text: str) -> Any:
+    """A command-line argument as a task argument: JSON if it parses (2, 2.5, [1,2], "x"), else text."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="yadtq", description="Yet Another Distributed Task Queue (Kafka + Redis).")
+    parser.add_argument("--namespace", help="topic and key prefix (default: yadtq, or $YADTQ_NAMESPACE)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("up", help="start local Kafka and Redis (or say they already run)")
+    sub.add_parser("down", help="stop the Kafka and Redis that `up` started")
+    p = sub.add_parser("worker", help="run a worker in this terminal until Ctrl-C / SIGTERM")
+    p.add_argument("--name", help="worker name (default: host-pid)")
+    p.add_argument("--max-tasks", type=int, help="exit after this many messages")
+    p = sub.add_parser("submit", help="submit a task, e.g. `yadtq submit add 2 3 --wait`")
+    p.add_argument("op", help="operation name (see `yadtq ops`)")
+    p.add_argument("args", nargs="*", help="arguments, as JSON where they parse (2, 2.5, [1,2,3])")
+    p.add_argument("--wait", action="store_true", help="wait for the result and print it")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait with --wait (default 30)")
+    p.add_argument("--max-retries", type=int, help="retries for infrastructure failures")
+    p.add_argument("--time-limit", type=float, help="seconds the task may run")
+    p.add_argument("--retry-errors", action="store_true", help="also retry the operation's own errors")
+    p = sub.add_parser("status", help="status of a task")
+    p.add_argument("task_id")
+    p = sub.add_parser("result", help="wait for a task's result")
+    p.add_argument("task_id")
+    p.add_argument("--timeout", type=float, default=30.0)
+    p = sub.add_parser("history", help="every status change of a task")
+    p.add_argument("task_id")
+    p = sub.add_parser("cancel", help="cancel a task that has not started")
+    p.add_argument("task_id")
+    p = sub.add_parser("tasks", help="the newest tasks")
+    p.add_argument("--limit", type=int, default=20)
+    sub.add_parser("workers", help="every worker with its state and counters")
+    p = sub.add_parser("dlq", help="dead-lettered messages, newest first")
+    p.add_argument("--limit", type=int, default=20)
+    sub.add_parser("ops", help="the operations workers can run")
+    p = sub.add_parser("demo", help="services up, 3 workers, a batch of tasks, the final tables")
+    p.add_argument("--workers", type=int, default=3)
+    p.add_argument("--tasks", type=int, default=30)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.command == "worker" else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("kafka").setLevel(logging.ERROR)
+    try:
+        config = Config.from_env(namespace=args.namespace)
+        return COMMANDS[args.command](config, args) or 0
+    except YadtqError as exc:
+        print(f"yadtq: {exc}", file=sys.stderr)
+        return next((code for kind, code in EXIT_CODES if isinstance(exc, kind)), 1)
+    except KeyboardInterrupt:
+        return 130
+
+
+# --- commands ------------------------------------------------------------------------------------
+def cmd_up(config: Config, args: argparse.Namespace) -> int:
+    from yadtq import services
+
+    services.up(config)
+    return 0
+
+
+def cmd_down(config: Config, args: argparse.Namespace) -> int:
+    from yadtq import services
+
+    services.down(config)
+    return 0
+
+
+def cmd_worker(config: Config, args: argparse.Namespace) -> int:
+    from yadtq.worker import Worker
+
+    worker = Worker(config, name=args.name)
+    worker.install_signal_handlers()
+    worker.run(max_tasks=args.max_tasks)
+    return 0
+
+
+def cmd_submit(config: Config, args: argparse.Namespace) -> int:
+    from yadtq.client import Client
+
+    with Client(config) as client:
+        handle = client.submit_with(
+            args.op,
+            [parse_value(a) for a in args.args],
+            max_retries=args.max_retries,
+            time_limit=args.time_limit,
+            retry_errors=args.retry_errors,
+        )
+        if not args.wait:
+            print(handle.id)
+            return 0
+        print(json.dumps(handle.result(timeout=args.timeout)))
+    return 0
+
+
+def cmd_status(config: Config, args: argparse.Namespace) -> int:
+    from yadtq.client import Client
+
+    with Client(config) as client:
+        record = client.task(args.task_id)
+        if record is None:
+            print("unknown")
+            return 1
+        line = record["status"]
+        if record.get("result") is not None:
+            line += f"  result={json.dumps(record['result'])}"
+        if record.get("error"):
+            line += f"  error={record['error']}"
+        print(f"{line}  attempts={record['attempts']}  worker={record.get('worker') or '-'}")
+    return 0
+
+
+def cmd_result(config: Config, args: argparse.Namespace) -> int:
+    from yadtq.client import Client
+
+    with Client(config) as client:
+        print(json.dumps(client.result(args.task_id, timeout=args.timeout)))
+    return 0
+
+
+def cmd_history(config: Config, args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from yadtq.client import Client
+
+    with Client(config) as client:
+        rows = client.handle(args.task_id).history()
+        if not rows:
+            print("unknown")
+            return 1
+        frame = pd.DataFrame(rows, columns=["at", "status", "worker", "attempt", "note"])
+        frame["at"] = pd.to_datetime(frame["at"], unit="s", utc=True)
+        print(render(frame))
+    return 0
+
+
+def cmd_cancel(config: Config, args: argparse.Namespace) -> int:
+    from yadtq.client import Client
+
+    with Client(config) as client:
+        print(client.cancel(args.task_id).value)
+    return 0
+
+
+def cmd_tasks(config: Config, args: argparse.Namespace) -> int:
+    from yadtq.client import Client
+
+    with Client(config) as client:
+        frame = client.tasks(limit=args.limit)
+        print(
+            render(
+                frame[
+                    [
+                        "id",
+                        "op",
+                        "args",
+                        "status",
+                        "result",
+                        "error",
+                        "worker",
+                        "attempts",
+                        "submitted_at",
+                        "finished_at",
+                    ]
+                ]
+            )
+        )
+        print(f"({len(frame)} newest of {client.backend.count_tasks()} tasks)")
+    return 0
+
+
+def cmd_workers(config: Config, args: argparse.Namespace) -> int:
+    from yadtq.client import Client
+
+    with Client(config) as client:
+        frame = client.workers()
+        print(
+            render(
+                frame[["name", "pid", "state", "current_task", "processed", "failed", "partitions", "last_heartbeat"]]
+            )
+        )
+        if (frame["state"] == "idle (no partition)").any():
+            print(
+                f"Workers without a partition stay idle: the task topic has {config.partitions} partitions "
+                "(YADTQ_PARTITIONS); they take over when a worker leaves."
+            )
+    return 0
+
+
+def cmd_dlq(config: Config, args: argparse.Namespace) -> int:
+    from yadtq.client import Client
+
+    with Client(config) as client:
+        print(render(client.dead_letters(limit=args.limit)))
+    return 0
+
+
+def cmd_ops(config: Config, args: argparse.Namespace) -> int:
+    from yadtq.ops import load_imports, registry
+
+    load_imports(config.imports)
+    for op in registry:
+        print(op.usage.ljust(36) + op.doc)
+    return 0
+
+
+def cmd_demo(config: Config, args: argparse.Namespace) -> int:
+    from yadtq.demo import run_demo
+
+    run_demo(config, workers=args.workers, tasks=args.tasks)
+    return 0
+
+
+COMMANDS = {name.removeprefix("cmd_"): fn for name, fn in globals().items() if name.startswith("cmd_")}
+
+
+def render(frame: pd.DataFrame, width: int = 36) -> str:
+    """A DataFrame as a terminal table: local times, long cells shortened, no index."""
+    if frame.empty:
+        return "(none)"
+    shown = frame.copy()
+    for column in shown.columns:
+        series = shown[column]
+        if str(series.dtype).startswith("datetime64"):
+            shown[column] = series.dt.tz_convert(_LOCAL).dt.strftime("%H:%M:%S.%f").str[:-3].fillna("-")
+        else:
+            shown[column] = series.map(lambda v: _cell(v, width))
+    return shown.to_string(index=False)
+
+
+def _cell(value: Any, width: int) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "-"
+    text = value if isinstance(value, str) else json.dumps(value)
+    text = text or "-"
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -1,0 +1,241 @@
+"""The client: submit tasks, follow them, and read the task and worker tables.
+
+``submit`` checks everything it can before anything is sent (operation name, argument count,
+types and limits, message size), so a mistake raises :class:`InvalidTask` and changes nothing.
+Then it records the task as ``queued`` in Redis and sends it to Kafka, waiting for the broker's
+acknowledgement; if Kafka does not acknowledge in time the record is taken back and
+:class:`ServiceUnavailable` raised, so a caller never has to wonder about a half-submitted task.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from yadtq.backend import Backend
+from yadtq.broker import Broker
+from yadtq.config import Config
+from yadtq.errors import BadArguments, NotCancellable, ServiceUnavailable, TaskFailed, TaskTimeout
+from yadtq.ops import load_imports, registry
+from yadtq.task import TaskMessage, TaskStatus, json_safe
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+TASK_COLUMNS = [
+    "id",
+    "op",
+    "args",
+    "kwargs",
+    "status",
+    "result",
+    "error",
+    "reason",
+    "worker",
+    "attempts",
+    "submitted_at",
+    "started_at",
+    "finished_at",
+]
+WORKER_COLUMNS = [
+    "name",
+    "pid",
+    "host",
+    "state",
+    "current_task",
+    "processed",
+    "failed",
+    "lost",
+    "partitions",
+    "last_heartbeat",
+    "started_at",
+]
+MAX_TIME_LIMIT = 24 * 3600.0
+
+
+class TaskHandle:
+    """A submitted task, by id; cheap to make for any id (``client.handle(task_id)``)."""
+
+    def __init__(self, client: Client, task_id: str) -> None:
+        self.client = client
+        self.id = task_id
+
+    def status(self) -> TaskStatus:
+        return self.client.status(self.id)
+
+    def info(self) -> dict[str, Any] | None:
+        return self.client.task(self.id)
+
+    def history(self) -> list[dict[str, Any]]:
+        return self.client.backend.history(self.id)
+
+    def result(self, timeout: float = 30.0) -> Any:
+        return self.client.result(self.id, timeout)
+
+    def cancel(self) -> TaskStatus:
+        return self.client.cancel(self.id)
+
+    def __repr__(self) -> str:
+        return f"<TaskHandle {self.id}>"
+
+
+class Client:
+    def __init__(self, config: Config | None = None, **settings: Any) -> None:
+        self.config = config.replace(**settings) if config else Config.from_env(**settings)
+        load_imports(self.config.imports)
+        self.backend = Backend(self.config)
+        self.broker = Broker(self.config)
+
+    # --- submitting --------------------------------------------------------------------------
+    def submit(self, op: str, *args: Any, **kwargs: Any) -> TaskHandle:
+        """Submit ``op(*args, **kwargs)`` with the default options."""
+        return self.submit_with(op, args, kwargs)
+
+    def submit_with(
+        self,
+        op: str,
+        args: list[Any] | tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        max_retries: int | None = None,
+        time_limit: float | None = None,
+        retry_errors: bool = False,
+    ) -> TaskHandle:
+        """Submit with options: retries for infrastructure failures, a time limit in seconds, and
+        whether errors of the operation itself (and timeouts) are retried too."""
+        msg = self.build(op, args, kwargs, max_retries=max_retries, time_limit=time_limit, retry_errors=retry_errors)
+        self.backend.submit(msg)
+        try:
+            self.broker.ensure_topics()
+            self.broker.publish(msg.encode(), key=msg.id)
+        except ServiceUnavailable:
+            try:
+                self.backend.unsubmit(msg.id)
+            except ServiceUnavailable:
+                pass
+            raise
+        return TaskHandle(self, msg.id)
+
+    def build(
+        self, op: str, args: list[Any] | tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None, **options: Any
+    ) -> TaskMessage:
+        """The message ``submit_with`` would send, after every check; raises InvalidTask."""
+        args, kwargs = list(args), dict(kwargs or {})
+        operation = registry.get(op)
+        if not json_safe(args) or not json_safe(kwargs):
+            raise BadArguments(f"{op}: arguments must be JSON values (numbers, strings, lists, objects)")
+        operation.check(args, kwargs)
+        max_retries, time_limit = options.get("max_retries"), options.get("time_limit")
+        if max_retries is not None and (
+            not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0
+        ):
+            raise BadArguments("max_retries must be a whole number >= 0")
+        if time_limit is not None and not (isinstance(time_limit, (int, float)) and 0 < time_limit <= MAX_TIME_LIMIT):
+            raise BadArguments(f"time_limit must be a number of seconds in (0, {MAX_TIME_LIMIT:g}]")
+        msg = TaskMessage(
+            op=op,
+            args=args,
+            kwargs=kwargs,
+            max_retries=max_retries,
+            time_limit=time_limit,
+            retry_errors=bool(options.get("retry_errors", False)),
+        )
+        size = len(msg.encode())
+        if size > self.config.max_message_bytes:
+            raise BadArguments(f"task message is {size} bytes; the limit is {self.config.max_message_bytes}")
+        return msg
+
+    # --- following ---------------------------------------------------------------------------
+    def handle(self, task_id: str) -> TaskHandle:
+        return TaskHandle(self, task_id)
+
+    def status(self, task_id: str) -> TaskStatus:
+        return self.backend.status(task_id)
+
+    def task(self, task_id: str) -> dict[str, Any] | None:
+        return self.backend.task(task_id)
+
+    def result(self, task_id: str, timeout: float = 30.0) -> Any:
+        """The task's result; raises TaskFailed if it failed or was cancelled, TaskTimeout if it is
+        not done within ``timeout`` seconds (the task itself goes on)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            record = self.backend.task(task_id)
+            if record is None and time.monotonic() > deadline:
+                raise TaskTimeout(f"task {task_id} is unknown (never submitted, or expired)")
+            if record is not None:
+                status = TaskStatus(record["status"])
+                if status is TaskStatus.SUCCESS:
+                    return record["result"]
+                if status.terminal:
+                    raise TaskFailed(task_id, status.value, record.get("error") or "")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TaskTimeout(
+                    f"task {task_id} is still {record['status'] if record else 'unknown'} after {timeout:g}s"
+                )
+            self.backend.wait_done(task_id, left)
+
+    def cancel(self, task_id: str) -> TaskStatus:
+        """Cancel a task that has not started; raises NotCancellable otherwise."""
+        outcome = self.backend.cancel(task_id)
+        if outcome != TaskStatus.CANCELLED.value:
+            raise NotCancellable(f"task {task_id} is {outcome}; only queued or retrying tasks can be cancelled")
+        return TaskStatus.CANCELLED
+
+    # --- tables --------------------------------------------------------------------------------
+    def tasks(self, limit: int = 100) -> pd.DataFrame:
+        """The newest ``limit`` tasks, newest first."""
+        return _frame(self.backend.tasks(limit), TASK_COLUMNS, ("submitted_at", "started_at", "finished_at"))
+
+    def workers(self) -> pd.DataFrame:
+        """Every worker seen in this namespace; ``state`` says ``unresponsive`` for a worker whose
+        heartbeat is late but that no live worker has declared dead yet."""
+        rows = self.backend.workers()
+        now = time.time()
+        for row in rows:
+            late = now - (row.get("last_heartbeat") or 0) > self.config.heartbeat_timeout
+            if row.get("state") in ("idle", "busy", "starting") and late:
+                row["state"] = "unresponsive"
+            if row.get("state") in ("idle", "busy") and not row.get("partitions"):
+                row["state"] = "idle (no partition)"
+        return _frame(rows, WORKER_COLUMNS, ("last_heartbeat", "started_at"))
+
+    def heartbeats(self, worker: str | None = None, limit: int | None = None) -> pd.DataFrame:
+        """Heartbeat history (worker, at, state, task), oldest first: the timeline of the workers."""
+        import pandas as pd
+
+        names = [worker] if worker else [w["name"] for w in self.backend.workers()]
+        rows = [{"worker": name, **beat} for name in names for beat in self.backend.beats(name, limit)]
+        frame = pd.DataFrame(rows, columns=["worker", "at", "state", "task"])
+        frame["at"] = pd.to_datetime(frame["at"], unit="s", utc=True)
+        return frame.sort_values("at", ignore_index=True)
+
+    def dead_letters(self, limit: int = 100) -> pd.DataFrame:
+        return _frame(
+            self.backend.dead_letters(limit),
+            ["at", "reason", "task_id", "worker", "partition", "offset", "preview"],
+            ("at",),
+        )
+
+    def close(self) -> None:
+        self.broker.close()
+        self.backend.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _frame(rows: list[dict[str, Any]], columns: list[str], times: tuple[str, ...]) -> pd.DataFrame:
+    import pandas as pd
+
+    frame = pd.DataFrame(rows, columns=columns)
+    for name in ("args", "kwargs", "result"):  # JSON values: keep 5 as 5, not 5.0
+        if name in frame:
+            frame[name] = pd.Series([row.get(name) for row in rows], dtype=object)
+    for name in times:
+        frame[name] = pd.to_datetime(frame[name], unit="s", utc=True)
+    return frame

@@ -1,0 +1,207 @@
+"""The one home of every setting and default.
+
+A :class:`Config` is a frozen dataclass so it can be handed to worker processes (through the
+environment, see :meth:`Config.to_env`) and compared in tests. Values are resolved in this order:
+
+1. keyword arguments to :meth:`Config.from_env` (or to ``Client(...)`` / ``Worker(...)``),
+2. ``YADTQ_*`` environment variables (the name of the field in upper case, e.g. ``YADTQ_REDIS_URL``),
+3. the endpoints that ``yadtq up`` wrote to ``$YADTQ_HOME/services.json`` (so ``Client()`` finds
+   services even when ``yadtq up`` had to fall back to another port),
+4. the defaults below.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from yadtq.errors import ConfigError
+
+ENV_PREFIX = "YADTQ_"
+
+
+def _default_home() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "yadtq"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a client, worker or service launcher needs to know."""
+
+    # --- where the services are -------------------------------------------------------------
+    #: Kafka bootstrap servers, comma separated.
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    #: Redis URL; ``rediss://`` turns on TLS, a password goes in the URL or ``redis_password``.
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_password: str = ""
+    #: Kafka security settings, passed through to kafka-python unchanged when set.
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = ""
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = ""
+    kafka_ssl_cafile: str = ""
+
+    # --- names ------------------------------------------------------------------------------
+    #: Prefix of every topic, consumer group and Redis key; tests and labs use their own so
+    #: several runs can share one Kafka and one Redis without seeing each other.
+    namespace: str = "yadtq"
+    #: Partitions of the task topic: the most workers that can be busy at once.
+    partitions: int = 8
+    #: Extra modules to import in workers and clients so their ``@operation``s are registered.
+    imports: tuple[str, ...] = ()
+
+    # --- worker behaviour -------------------------------------------------------------------
+    heartbeat_interval: float = 1.0
+    #: A worker whose last heartbeat is older than this is declared dead and its task requeued.
+    heartbeat_timeout: float = 3.0
+    #: Heartbeats kept per worker for the timeline (about ten minutes at the default interval).
+    heartbeat_history: int = 600
+    #: Default per-task time limit in seconds; a task may ask for less or more (up to 24 h).
+    time_limit: float = 300.0
+    #: Default retries for infrastructure failures (worker died, executor crashed).
+    max_retries: int = 3
+    #: Exponential backoff between retries: base * 2**(attempt-1), capped.
+    retry_backoff: float = 0.5
+    retry_backoff_max: float = 30.0
+    #: On SIGTERM a busy worker waits this long for its task, then hands it back.
+    shutdown_grace: float = 10.0
+    #: Kafka group session timeout: how fast Kafka itself notices a dead consumer.
+    session_timeout: float = 6.0
+    #: Kafka's max.poll.interval: the worker polls while a task runs, so this bounds one loop
+    #: iteration (and an outage of Redis), never the length of a task.
+    max_poll_interval: float = 300.0
+
+    # --- client behaviour -------------------------------------------------------------------
+    #: How long submit() waits for Kafka's acknowledgement or Redis before raising.
+    submit_timeout: float = 10.0
+    #: Largest accepted task message in bytes.
+    max_message_bytes: int = 64 * 1024
+    #: How long a finished task's record is kept in Redis (seconds); 0 keeps it forever.
+    result_ttl: int = 7 * 24 * 3600
+
+    # --- local services (``yadtq up``) ------------------------------------------------------
+    home: Path = field(default_factory=_default_home)
+    kafka_version: str = "4.3.1"
+    kafka_port: int = 9092
+    kafka_controller_port: int = 9093
+    redis_port: int = 6379
+    kafka_heap: str = "512m"
+
+    # --- derived names ----------------------------------------------------------------------
+    @property
+    def task_topic(self) -> str:
+        return f"{self.namespace}.tasks"
+
+    @property
+    def dead_letter_topic(self) -> str:
+        return f"{self.namespace}.dead-letters"
+
+    @property
+    def events_topic(self) -> str:
+        return f"{self.namespace}.events"
+
+    @property
+    def group_id(self) -> str:
+        return f"{self.namespace}.workers"
+
+    @property
+    def services_file(self) -> Path:
+        return Path(self.home) / "services.json"
+
+    # --- construction -----------------------------------------------------------------------
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Config:
+        """Build a config from overrides, ``YADTQ_*`` variables, ``services.json`` and defaults."""
+        env = dict(os.environ if env is None else env)
+        known = {f.name: f for f in fields(cls)}
+        unknown = set(overrides) - set(known)
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        values: dict[str, Any] = {}
+        home = overrides.get("home") or env.get(ENV_PREFIX + "HOME")
+        if home:
+            values["home"] = Path(home)
+        values.update(_read_services_file(Path(values.get("home", _default_home()))))
+        for name, f in known.items():
+            raw = env.get(ENV_PREFIX + name.upper())
+            if raw is not None and raw != "":
+                values[name] = _parse(name, f.type, raw)
+        for name, value in overrides.items():
+            if value is not None:
+                values[name] = value
+        config = cls(**values)
+        config.validate()
+        return config
+
+    def replace(self, **changes: Any) -> Config:
+        config = dataclasses.replace(self, **changes)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Reject settings that would make the queue misbehave later, with the reason now."""
+        if not self.namespace or any(c in self.namespace for c in " :/\\{}"):
+            raise ConfigError(f"namespace {self.namespace!r} must be non-empty, without spaces, ':' or '/'")
+        if self.partitions < 1:
+            raise ConfigError("partitions must be at least 1")
+        if self.heartbeat_interval <= 0:
+            raise ConfigError("heartbeat_interval must be positive")
+        if self.heartbeat_timeout <= self.heartbeat_interval:
+            raise ConfigError("heartbeat_timeout must be longer than heartbeat_interval")
+        if self.time_limit <= 0 or self.submit_timeout <= 0:
+            raise ConfigError("time_limit and submit_timeout must be positive")
+        if self.max_retries < 0:
+            raise ConfigError("max_retries cannot be negative")
+
+    def to_env(self) -> dict[str, str]:
+        """The ``YADTQ_*`` variables that recreate this config in a child process."""
+        out: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, tuple):
+                value = ",".join(value)
+            out[ENV_PREFIX + f.name.upper()] = str(value)
+        return out
+
+    # --- client settings for the libraries ---------------------------------------------------
+    def kafka_options(self) -> dict[str, Any]:
+        """Connection options shared by every Kafka client yadtq creates."""
+        opts: dict[str, Any] = {"bootstrap_servers": self.kafka_bootstrap.split(",")}
+        if self.kafka_security_protocol != "PLAINTEXT":
+            opts["security_protocol"] = self.kafka_security_protocol
+        if self.kafka_sasl_mechanism:
+            opts["sasl_mechanism"] = self.kafka_sasl_mechanism
+            opts["sasl_plain_username"] = self.kafka_sasl_username
+            opts["sasl_plain_password"] = self.kafka_sasl_password
+        if self.kafka_ssl_cafile:
+            opts["ssl_cafile"] = self.kafka_ssl_cafile
+        return opts
+
+
+def _parse(name: str, type_: Any, raw: str) -> Any:
+    kind = str(type_)
+    try:
+        if kind.startswith("tuple"):
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "Path":
+            return Path(raw)
+    except ValueError:
+        raise ConfigError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind}") from None
+    return raw
+
+
+def _read_services_file(home: Path) -> dict[str, Any]:
+    """Endpoints recorded by ``yadtq up``; absent or unreadable means 'use the defaults'."""
+    try:
+        data = json.loads((home / "services.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: data[k] for k in ("kafka_bootstrap", "redis_url") if isinstance(data.get(k), str)}

@@ -1,0 +1,280 @@
+"""The task state machine, as Lua scripts that Redis runs atomically.
+
+Every status change of a task happens in exactly one of these scripts, and each one also appends to
+the task's history and publishes the change on the events channel. Atomicity is what makes the
+guarantees hold: two workers cannot both claim a task, a result is written at most once (only by
+the worker holding the current attempt), and a task in a final state is never claimed again.
+
+::
+
+    (submit) -> queued -> processing -> success | failed
+                  ^          |  \\-> retrying -(due)-> processing ...
+                  |          |        (infrastructure errors, or op errors when retry_errors)
+                  +----------+ released on shutdown, or requeued by the reaper when its worker died
+    queued | retrying -> cancelled
+"""
+
+from __future__ import annotations
+
+# Shared helpers, prepended to every script. ``ns`` is the key namespace so scripts that must find
+# other tasks' or workers' keys (the reaper) can build them; that is fine on a single Redis.
+_PRELUDE = """
+local function event(channel, tbl)
+  redis.call('PUBLISH', channel, cjson.encode(tbl))
+end
+local function transition(ns, id, status, now, worker, attempt, note)
+  local tkey = ns .. ':task:' .. id
+  redis.call('HSET', tkey, 'status', status, 'updated_at', now)
+  local entry = {status=status, at=tonumber(now), worker=worker, attempt=tonumber(attempt), note=note}
+  redis.call('RPUSH', tkey .. ':history', cjson.encode(entry))
+  entry['type'] = 'task'
+  entry['id'] = id
+  event(ns .. ':events', entry)
+end
+local function wake(ns, id)
+  local dkey = ns .. ':task:' .. id .. ':done'
+  redis.call('RPUSH', dkey, '1')
+  redis.call('EXPIRE', dkey, 3600)
+end
+local function keep(ns, id, ttl)
+  if tonumber(ttl) > 0 then
+    redis.call('EXPIRE', ns .. ':task:' .. id, ttl)
+    redis.call('EXPIRE', ns .. ':task:' .. id .. ':history', ttl)
+  end
+end
+local function create(ns, id, op, args, kwargs, submitted_at, message, max_retries, now)
+  local tkey = ns .. ':task:' .. id
+  redis.call('HSET', tkey, 'id', id, 'op', op, 'args', args, 'kwargs', kwargs, 'submitted_at', submitted_at,
+    'message', message, 'attempts', 0, 'max_retries', max_retries)
+  redis.call('ZADD', ns .. ':tasks', submitted_at, id)
+  transition(ns, id, 'queued', now, nil, 0, nil)
+end
+"""
+
+#: ARGV: ns, id, op, args, kwargs, submitted_at, message, max_retries, now -> 1 created, 0 existed
+SUBMIT = """
+local ns, id = ARGV[1], ARGV[2]
+if redis.call('EXISTS', ns .. ':task:' .. id) == 1 then return 0 end
+create(ns, id, ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9])
+return 1
+"""
+
+#: ARGV: ns, id -> 1 if the record of a task that never left the client was removed
+UNSUBMIT = """
+local ns, id = ARGV[1], ARGV[2]
+local tkey = ns .. ':task:' .. id
+local st = redis.call('HMGET', tkey, 'status', 'attempts')
+if st[1] ~= 'queued' or tonumber(st[2]) ~= 0 then return 0 end
+redis.call('DEL', tkey, tkey .. ':history')
+redis.call('ZREM', ns .. ':tasks', id)
+return 1
+"""
+
+#: ARGV: ns, id, worker, now, heartbeat_timeout, op, args, kwargs, submitted_at, message, max_retries
+#: -> {'claimed', attempt} | {'done', status} | {'busy', owner} | {'gave_up', attempts}
+CLAIM = """
+local ns, id, me, now, timeout = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local tkey = ns .. ':task:' .. id
+local st = redis.call('HMGET', tkey, 'status', 'worker', 'attempts', 'max_retries')
+local status, owner, attempts, max_retries = st[1], st[2], tonumber(st[3] or '0'), tonumber(st[4] or ARGV[11])
+if not status then
+  -- a message from a producer that never wrote the record (any Kafka client may submit)
+  create(ns, id, ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[4])
+  status, attempts, max_retries = 'queued', 0, tonumber(ARGV[11])
+end
+if status == 'success' or status == 'failed' or status == 'cancelled' then return {'done', status} end
+local note = nil
+if status == 'processing' and owner and owner ~= '' then
+  local beat = tonumber(redis.call('ZSCORE', ns .. ':workers', owner) or '0')
+  if owner ~= me and now - beat <= timeout then return {'busy', owner} end
+  note = 'took over from ' .. owner .. ', which stopped heartbeating'
+  redis.call('HINCRBY', ns .. ':worker:' .. owner, 'lost', 1)
+  if attempts >= max_retries + 1 then
+    redis.call('HSET', tkey, 'finished_at', now, 'error', 'worker ' .. owner .. ' died during attempt ' ..
+      attempts .. '; no retries left', 'reason', 'worker_lost')
+    redis.call('HDEL', ns .. ':running', id)
+    transition(ns, id, 'failed', now, nil, attempts, 'no retries left')
+    wake(ns, id)
+    return {'gave_up', attempts}
+  end
+end
+attempts = attempts + 1
+redis.call('HSET', tkey, 'worker', me, 'attempts', attempts, 'started_at', now, 'next_attempt_at', '')
+redis.call('HDEL', tkey, 'finished_at')
+redis.call('HSET', ns .. ':running', id, me)
+redis.call('ZREM', ns .. ':scheduled', id)
+transition(ns, id, 'processing', now, me, attempts, note)
+return {'claimed', attempts}
+"""
+
+_OWNED = """
+local ns, id, me, attempt = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local tkey = ns .. ':task:' .. id
+local st = redis.call('HMGET', tkey, 'status', 'worker', 'attempts')
+if st[1] ~= 'processing' or st[2] ~= me or tonumber(st[3]) ~= attempt then return 0 end
+redis.call('HDEL', ns .. ':running', id)
+"""
+
+#: ARGV: ns, id, worker, attempt, status, result, error, reason, now, ttl -> 1 stored, 0 not ours
+FINISH = (
+    _OWNED
+    + """
+local status, now = ARGV[5], ARGV[9]
+redis.call('HSET', tkey, 'finished_at', now, 'result', ARGV[6], 'error', ARGV[7], 'reason', ARGV[8])
+redis.call('HINCRBY', ns .. ':worker:' .. me, status == 'success' and 'processed' or 'failed', 1)
+transition(ns, id, status, now, me, attempt, ARGV[8] ~= '' and ARGV[8] or nil)
+wake(ns, id)
+keep(ns, id, ARGV[10])
+return 1
+"""
+)
+
+#: ARGV: ns, id, worker, attempt, due, error, reason, now -> 1 scheduled, 0 not ours
+RETRY = (
+    _OWNED
+    + """
+redis.call('HSET', tkey, 'next_attempt_at', ARGV[5], 'error', ARGV[6], 'reason', ARGV[7], 'worker', '')
+redis.call('ZADD', ns .. ':scheduled', ARGV[5], id)
+transition(ns, id, 'retrying', ARGV[8], me, attempt, ARGV[6])
+return 1
+"""
+)
+
+#: ARGV: ns, id, worker, attempt, now, note -> 1 handed back, 0 not ours
+RELEASE = (
+    _OWNED
+    + """
+redis.call('HSET', tkey, 'worker', '')
+transition(ns, id, 'queued', ARGV[5], me, attempt, ARGV[6])
+return 1
+"""
+)
+
+#: ARGV: ns, id, now -> the status after the call ('cancelled', or the status that prevented it)
+CANCEL = """
+local ns, id, now = ARGV[1], ARGV[2], ARGV[3]
+local tkey = ns .. ':task:' .. id
+local status = redis.call('HGET', tkey, 'status')
+if not status then return 'unknown' end
+if status ~= 'queued' and status ~= 'retrying' then return status end
+redis.call('HSET', tkey, 'finished_at', now, 'error', 'cancelled before it started', 'reason', 'cancelled')
+redis.call('ZREM', ns .. ':scheduled', id)
+transition(ns, id, 'cancelled', now, nil, redis.call('HGET', tkey, 'attempts'), nil)
+wake(ns, id)
+return 'cancelled'
+"""
+
+#: ARGV: ns, id, op, error, now, message -> 1 if the task was marked failed
+REJECT = """
+local ns, id, now = ARGV[1], ARGV[2], ARGV[5]
+local tkey = ns .. ':task:' .. id
+local status = redis.call('HGET', tkey, 'status')
+if status and status ~= 'queued' then return 0 end
+if not status then
+  create(ns, id, ARGV[3], '[]', '{}', now, ARGV[6], 0, now)
+end
+redis.call('HSET', tkey, 'finished_at', now, 'error', ARGV[4], 'reason', 'rejected')
+transition(ns, id, 'failed', now, nil, 0, 'dead-lettered')
+wake(ns, id)
+return 1
+"""
+
+#: ARGV: ns, name, now, state, current_task, pid, host, partitions, history_len, started_at
+HEARTBEAT = """
+local ns, name, now, state = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local wkey = ns .. ':worker:' .. name
+local previous = redis.call('HGET', wkey, 'state')
+redis.call('HSET', wkey, 'name', name, 'state', state, 'current_task', ARGV[5], 'pid', ARGV[6], 'host', ARGV[7],
+  'partitions', ARGV[8], 'last_heartbeat', now, 'started_at', ARGV[10])
+if previous == 'dead' and state ~= 'stopped' then redis.call('HINCRBY', wkey, 'revived', 1) end
+if state == 'stopped' then redis.call('HSET', wkey, 'stopped_at', now) end
+redis.call('HSETNX', wkey, 'processed', 0)
+redis.call('HSETNX', wkey, 'failed', 0)
+redis.call('ZADD', ns .. ':workers', now, name)
+local beat = {at=tonumber(now), state=state, task=ARGV[5]}
+redis.call('LPUSH', wkey .. ':beats', cjson.encode(beat))
+redis.call('LTRIM', wkey .. ':beats', 0, tonumber(ARGV[9]) - 1)
+beat['type'] = 'heartbeat'
+beat['worker'] = name
+beat['processed'] = tonumber(redis.call('HGET', wkey, 'processed'))
+beat['failed'] = tonumber(redis.call('HGET', wkey, 'failed'))
+event(ns .. ':events', beat)
+return previous or ''
+"""
+
+#: ARGV: ns, now, heartbeat_timeout, default_max_retries, ttl
+#: -> list of messages to publish again (tasks whose worker stopped heartbeating)
+REAP = """
+local ns, now, timeout = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local stale = redis.call('ZRANGEBYSCORE', ns .. ':workers', '-inf', now - timeout)
+for _, name in ipairs(stale) do
+  local wkey = ns .. ':worker:' .. name
+  local state = redis.call('HGET', wkey, 'state')
+  if state ~= 'dead' and state ~= 'stopped' then
+    redis.call('HSET', wkey, 'state', 'dead', 'dead_at', now)
+    event(ns .. ':events', {type='worker', worker=name, state='dead', at=now})
+  end
+end
+local requeue = {}
+local running = redis.call('HGETALL', ns .. ':running')
+for i = 1, #running, 2 do
+  local id, owner = running[i], running[i + 1]
+  local beat = tonumber(redis.call('ZSCORE', ns .. ':workers', owner) or '0')
+  if now - beat > timeout then
+    local tkey = ns .. ':task:' .. id
+    local st = redis.call('HMGET', tkey, 'status', 'worker', 'attempts', 'max_retries', 'message')
+    redis.call('HDEL', ns .. ':running', id)
+    if st[1] == 'processing' and st[2] == owner then
+      local attempts = tonumber(st[3])
+      redis.call('HINCRBY', ns .. ':worker:' .. owner, 'lost', 1)
+      if attempts >= tonumber(st[4] or ARGV[4]) + 1 then
+        redis.call('HSET', tkey, 'finished_at', now, 'reason', 'worker_lost',
+          'error', 'worker ' .. owner .. ' died during attempt ' .. attempts .. '; no retries left')
+        transition(ns, id, 'failed', now, nil, attempts, 'no retries left')
+        wake(ns, id)
+        keep(ns, id, ARGV[5])
+      else
+        redis.call('HSET', tkey, 'worker', '')
+        transition(ns, id, 'queued', now, nil, attempts, 'requeued: worker ' .. owner .. ' stopped heartbeating')
+        table.insert(requeue, st[5])
+      end
+    end
+  end
+end
+return requeue
+"""
+
+#: ARGV: ns, now, lease -> list of messages whose retry is due; each is leased for ``lease`` seconds
+#: so that a worker dying between this call and the publish does not lose it.
+DUE = """
+local ns, now, lease = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local ids = redis.call('ZRANGEBYSCORE', ns .. ':scheduled', '-inf', now, 'LIMIT', 0, 100)
+local out = {}
+for _, id in ipairs(ids) do
+  local message = redis.call('HGET', ns .. ':task:' .. id, 'message')
+  if message then
+    redis.call('ZADD', ns .. ':scheduled', now + lease, id)
+    table.insert(out, message)
+  else
+    redis.call('ZREM', ns .. ':scheduled', id)
+  end
+end
+return out
+"""
+
+SCRIPTS = {
+    name: _PRELUDE + source
+    for name, source in {
+        "submit": SUBMIT,
+        "unsubmit": UNSUBMIT,
+        "claim": CLAIM,
+        "finish": FINISH,
+        "retry": RETRY,
+        "release": RELEASE,
+        "cancel": CANCEL,
+        "reject": REJECT,
+        "heartbeat": HEARTBEAT,
+        "reap": REAP,
+        "due": DUE,
+    }.items()
+}
