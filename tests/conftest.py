@@ -25,7 +25,7 @@ from yadtq.pool import Pool
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Worker settings for tests: fast heartbeats so failure detection takes about a second.
-FAST = {"heartbeat_interval": 0.3, "heartbeat_timeout": 1.5, "session_timeout": 6.0, "shutdown_grace": 5.0}
+FAST = {"heartbeat_interval": 0.5, "heartbeat_timeout": 2.0, "shutdown_grace": 5.0}
 
 
 @pytest.fixture(scope="session")

@@ -156,7 +156,15 @@ class Backend:
     # --- workers -----------------------------------------------------------------------------
     @guarded
     def heartbeat(
-        self, name: str, state: str, current_task: str, pid: int, host: str, partitions: str, started_at: float
+        self,
+        name: str,
+        state: str,
+        current_task: str,
+        pid: int,
+        host: str,
+        partitions: str,
+        started_at: float,
+        rebalances: int = 0,
     ) -> str:
         """Record a heartbeat; returns the state Redis had before (``dead`` means we were reaped)."""
         return str(
@@ -171,6 +179,7 @@ class Backend:
                 partitions,
                 self.config.heartbeat_history,
                 started_at,
+                rebalances,
             )
         )
 
@@ -278,7 +287,7 @@ _FLOATS = (
     "dead_at",
     "stopped_at",
 )
-_INTS = ("attempts", "max_retries", "processed", "failed", "lost", "revived", "pid")
+_INTS = ("attempts", "max_retries", "processed", "failed", "lost", "revived", "pid", "rebalances")
 
 
 def _convert(raw: dict[str, str]) -> dict[str, Any]:

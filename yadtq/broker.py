@@ -63,7 +63,7 @@ class Broker:
         self._topics_ready = True
 
     def delete_topics(self) -> None:
-        """Remove this namespace's topics (tests and lab runs clean up with it)."""
+        """Remove this namespace's topics and consumer group (tests and lab runs clean up with it)."""
         admin = KafkaAdminClient(**self.config.kafka_options(), request_timeout_ms=10_000)
         try:
             names = [
@@ -73,6 +73,8 @@ class Broker:
             ]
             if names:
                 admin.delete_topics(names, timeout_ms=10_000)
+            if any(g["group_id"] == self.config.group_id for g in admin.list_groups()):
+                admin.delete_groups([self.config.group_id])
         finally:
             admin.close()
         self._topics_ready = False
@@ -82,16 +84,19 @@ class Broker:
     def producer(self) -> KafkaProducer:
         with self._lock:
             if self._producer is None:
-                timeout_ms = int(self.config.submit_timeout * 1000)
+                # Half of submit_timeout to find the broker, half to get the acknowledgement: the
+                # producer itself then reports success or failure within submit_timeout, so a
+                # submit that raised never turns into a message delivered later.
+                half_ms = max(1_000, int(self.config.submit_timeout * 500))
                 try:
                     self._producer = KafkaProducer(
                         **self.config.kafka_options(),
                         acks="all",
                         linger_ms=0,
-                        max_block_ms=timeout_ms,
-                        request_timeout_ms=min(timeout_ms, 30_000),
-                        delivery_timeout_ms=timeout_ms + 1_000,
-                        bootstrap_timeout_ms=timeout_ms,
+                        max_block_ms=half_ms,
+                        request_timeout_ms=half_ms,
+                        delivery_timeout_ms=half_ms,
+                        bootstrap_timeout_ms=half_ms,
                         max_request_size=max(1_048_576, self.config.max_message_bytes * 2),
                     )
                 except KafkaError as exc:
@@ -115,7 +120,8 @@ class Broker:
                 partition=partition,
                 headers=headers,
             )
-            return int(future.get(timeout=self.config.submit_timeout).partition)
+            # The producer's own delivery timeout fires first; this is only a backstop.
+            return int(future.get(timeout=self.config.submit_timeout + 5).partition)
         except KafkaError as exc:
             raise self._unavailable(exc) from None
 

@@ -47,6 +47,7 @@ WORKER_COLUMNS = [
     "failed",
     "lost",
     "partitions",
+    "rebalances",
     "last_heartbeat",
     "started_at",
 ]

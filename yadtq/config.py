@@ -57,7 +57,7 @@ class Config:
     # --- worker behaviour -------------------------------------------------------------------
     heartbeat_interval: float = 1.0
     #: A worker whose last heartbeat is older than this is declared dead and its task requeued.
-    heartbeat_timeout: float = 3.0
+    heartbeat_timeout: float = 2.5
     #: Heartbeats kept per worker for the timeline (about ten minutes at the default interval).
     heartbeat_history: int = 600
     #: Default per-task time limit in seconds; a task may ask for less or more (up to 24 h).

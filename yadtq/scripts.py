@@ -179,13 +179,13 @@ wake(ns, id)
 return 1
 """
 
-#: ARGV: ns, name, now, state, current_task, pid, host, partitions, history_len, started_at
+#: ARGV: ns, name, now, state, current_task, pid, host, partitions, history_len, started_at, rebalances
 HEARTBEAT = """
 local ns, name, now, state = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local wkey = ns .. ':worker:' .. name
 local previous = redis.call('HGET', wkey, 'state')
 redis.call('HSET', wkey, 'name', name, 'state', state, 'current_task', ARGV[5], 'pid', ARGV[6], 'host', ARGV[7],
-  'partitions', ARGV[8], 'last_heartbeat', now, 'started_at', ARGV[10])
+  'partitions', ARGV[8], 'last_heartbeat', now, 'started_at', ARGV[10], 'rebalances', ARGV[11])
 if previous == 'dead' and state ~= 'stopped' then redis.call('HINCRBY', wkey, 'revived', 1) end
 if state == 'stopped' then redis.call('HSET', wkey, 'stopped_at', now) end
 redis.call('HSETNX', wkey, 'processed', 0)

@@ -57,6 +57,8 @@ class Worker:
         self.current: TaskMessage | None = None
         self.partitions: frozenset[int] = frozenset()
         self.handled = 0
+        #: Partition assignments received from Kafka; a busy worker must not see this grow.
+        self.rebalances = 0
         self.started_at = time.time()
         self._stop = threading.Event()
         self._beating = threading.Event()
@@ -275,22 +277,32 @@ class Worker:
         current = self.current.id if self.current else ""
         partitions = ",".join(str(p) for p in sorted(self.partitions))
         return self.backend.heartbeat(
-            self.name, self.state, current, os.getpid(), socket.gethostname(), partitions, self.started_at
+            self.name,
+            self.state,
+            current,
+            os.getpid(),
+            socket.gethostname(),
+            partitions,
+            self.started_at,
+            self.rebalances,
         )
 
     def _heartbeat_loop(self) -> None:
         warned = False
+        beating_since = time.monotonic()
         while not self._beating.wait(self.config.heartbeat_interval):
             try:
                 if self._beat() == "dead":
-                    log.warning(
-                        "%s: had been declared dead (paused or cut off); its task may have been requeued", self.name
-                    )
-                self._requeue(self.backend.reap(), "requeued from a dead worker")
+                    log.warning("%s: was declared dead (paused or cut off); its task may run elsewhere", self.name)
+                # Only judge others after beating for a whole timeout ourselves: right after a
+                # Redis outage every worker looks silent, and none of them is dead.
+                if time.monotonic() - beating_since > self.config.heartbeat_timeout:
+                    self._requeue(self.backend.reap(), "requeued from a dead worker")
                 self._requeue(self.backend.due_retries(), "retry")
                 emit(self.hooks, "heartbeat", self)
                 warned = False
             except ServiceUnavailable as exc:
+                beating_since = time.monotonic()
                 if not warned:
                     log.warning("%s: heartbeat failed: %s", self.name, exc)
                     warned = True
@@ -320,6 +332,7 @@ class _Listener(ConsumerRebalanceListener):
         self.worker.partitions = self.worker.partitions - {tp.partition for tp in revoked}
 
     def on_partitions_assigned(self, assigned: Any) -> None:
+        self.worker.rebalances += 1
         self.worker.partitions = self.worker.partitions | {tp.partition for tp in assigned}
         if self.worker.current is not None and self.worker._consumer is not None:
             self.worker._consumer.pause(*assigned)
