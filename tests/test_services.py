@@ -25,9 +25,11 @@ from yadtq import services
 from yadtq.config import Config
 from yadtq.errors import ServiceError
 
+JAR_CACHE = Config().home / f"kafka-{Config().kafka_version}"
 pytestmark = pytest.mark.skipif(
-    not (shutil.which("java") and shutil.which("redis-server")),
-    reason="needs java and redis-server on PATH (see docs for `yadtq up`)",
+    not (shutil.which("java") and shutil.which("redis-server"))
+    or not ((JAR_CACHE / services.RESOLVED_MARKER).is_file() or shutil.which("mvn")),
+    reason="needs java, redis-server and (until the Kafka jars are cached) mvn on PATH",
 )
 
 
@@ -45,9 +47,8 @@ def _free_ports(count: int) -> list[int]:
 
 def _home(tmp_path_factory: pytest.TempPathFactory, name: str, *, jar_cache: bool = True) -> Path:
     home = tmp_path_factory.mktemp(name)
-    cache = Config().home / f"kafka-{Config().kafka_version}"
-    if jar_cache and (cache / services.RESOLVED_MARKER).is_file():
-        (home / cache.name).symlink_to(cache, target_is_directory=True)
+    if jar_cache and (JAR_CACHE / services.RESOLVED_MARKER).is_file():
+        (home / JAR_CACHE.name).symlink_to(JAR_CACHE, target_is_directory=True)
     return home
 
 
@@ -100,8 +101,8 @@ def test_up_starts_both_and_they_answer(stack: Stack) -> None:
         client.close()
     assert json.loads(stack.config.services_file.read_text()) == state
     status = services.status(stack.config)
-    assert status["kafka"] == {"running": True, "pid": state["kafka_pid"], "address": state["kafka_bootstrap"],
-                               "log": state["kafka_log"]}
+    assert status["kafka"] == {"running": True, "pid": state["kafka_pid"],
+                               "address": state["kafka_bootstrap"], "log": state["kafka_log"]}
     assert status["redis"]["running"] and status["redis"]["pid"] == state["redis_pid"]
     assert any(line.startswith("Kafka: 127.0.0.1:") for line in stack.said)
     assert Path(state["kafka_log"]).is_file() and Path(state["redis_log"]).is_file()
@@ -109,7 +110,8 @@ def test_up_starts_both_and_they_answer(stack: Stack) -> None:
 
 def test_config_finds_the_recorded_endpoints(stack: Stack) -> None:
     found = Config.from_env(env={}, home=stack.config.home)
-    assert (found.kafka_bootstrap, found.redis_url) == (stack.state["kafka_bootstrap"], stack.state["redis_url"])
+    assert found.kafka_bootstrap == stack.state["kafka_bootstrap"]
+    assert found.redis_url == stack.state["redis_url"]
 
 
 def test_taken_redis_port_falls_back_and_is_recorded(stack: Stack) -> None:
@@ -179,7 +181,11 @@ def test_missing_tool_is_one_clear_sentence(tmp_path_factory: pytest.TempPathFac
     home = _home(tmp_path_factory, f"missing-{tool}", jar_cache=False)  # no jars yet, so mvn is needed too
     config = _config(home, *_free_ports(3))
     real_which = shutil.which
-    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None if name == tool else real_which(name, *a, **k))
+
+    def which(name: str, *args: Any, **kwargs: Any) -> str | None:
+        return None if name == tool else real_which(name, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "which", which)
     with pytest.raises(ServiceError) as caught:
         services.up(config, say=lambda _: None)
     message = str(caught.value)

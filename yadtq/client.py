@@ -141,7 +141,10 @@ class Client:
             time_limit=time_limit,
             retry_errors=bool(options.get("retry_errors", False)),
         )
-        size = len(msg.encode())
+        try:
+            size = len(msg.encode())
+        except ValueError as exc:  # e.g. an integer beyond Python's 4,300-digit conversion limit
+            raise BadArguments(f"{op}: arguments cannot be written as JSON: {exc}") from None
         if size > self.config.max_message_bytes:
             raise BadArguments(f"task message is {size} bytes; the limit is {self.config.max_message_bytes}")
         return msg

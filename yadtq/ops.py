@@ -134,7 +134,9 @@ def _fits(value: Any, hint: Any) -> bool:
     if hint is Any:
         return True
     if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        return isinstance(value, int) or math.isfinite(value)
     if hint in (int, str, bool, dict):
         return isinstance(value, hint) and (hint is bool or not isinstance(value, bool))
     origin = typing.get_origin(hint)
@@ -195,12 +197,14 @@ def sub(a: float, b: float) -> float:
     return a - b
 
 
-@operation
+def _mul_limits(a: float, b: float) -> None:
+    if isinstance(a, int) and isinstance(b, int) and a.bit_length() + b.bit_length() > MAX_POW_BITS:
+        raise BadArguments(f"product would exceed {MAX_POW_BITS} bits")
+
+
+@operation(limits=_mul_limits)
 def mul(a: float, b: float) -> float:
     """a * b"""
-    if isinstance(a, int) and isinstance(b, int) and a and b:
-        if a.bit_length() + b.bit_length() > MAX_POW_BITS:
-            raise BadArguments(f"product would exceed {MAX_POW_BITS} bits")
     return a * b
 
 

@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Callable
 from contextlib import ExitStack, suppress
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -86,7 +86,8 @@ def up(config: Config, say: Say = print) -> dict[str, Any]:
         state.update(_launch(config, name, port, cport, tools, say), started_at=_now())
         _write_state(config, state)
     for name in SERVICES:
-        say(f"{LABELS[name]}: {state[ADDRESS_KEYS[name]]} (pid {state[name + '_pid']}, log {state[name + '_log']})")
+        pid, log = state[f"{name}_pid"], state[f"{name}_log"]
+        say(f"{LABELS[name]}: {state[ADDRESS_KEYS[name]]} (pid {pid}, log {log})")
     return state
 
 
@@ -112,17 +113,12 @@ def down(config: Config, say: Say = print) -> None:
 def stop(config: Config, name: str, *, signal: int = signals.SIGTERM, say: Say = _quiet) -> None:
     """Stop one service but keep its port and data, so :func:`start` can bring it back (fault tests).
 
-    ``signal=SIGKILL`` simulates a crash; ``signal=SIGSTOP`` freezes the process instead (its pid stays
-    recorded and :func:`start` resumes it).
+    ``signal=SIGKILL`` simulates a crash: no clean shutdown, so Kafka recovers its log on the next start.
     """
     _check_name(name)
     state = _read_state(config)
     pid = state.get(f"{name}_pid")
     if _ours(name, pid):
-        if signal == signals.SIGSTOP:
-            os.kill(pid, signal)
-            say(f"Froze {LABELS[name]} (pid {pid})")
-            return
         _terminate(pid, signal)
         say(f"Stopped {LABELS[name]} (pid {pid}) with {signals.Signals(signal).name}")
     if state:
@@ -136,8 +132,6 @@ def start(config: Config, name: str, *, say: Say = _quiet) -> dict[str, Any]:
     state = _read_state(config)
     if not state.get(ADDRESS_KEYS[name]):
         raise ServiceError(f"no {LABELS[name]} recorded in {config.services_file}; run `yadtq up` first")
-    if _ours(name, state.get(f"{name}_pid")):
-        os.kill(state[f"{name}_pid"], signals.SIGCONT)  # resume it if stop(signal=SIGSTOP) froze it
     probe = _probe(name, state)
     if probe == "running":
         return state
@@ -193,7 +187,8 @@ def _redis_attempt(url: str, timeout: float) -> bool:
     from redis.retry import Retry
 
     wait = max(0.05, min(timeout, 2.0))  # and no retries of its own, so the caller's timeout holds
-    client = redis.Redis.from_url(url, socket_timeout=wait, socket_connect_timeout=wait, retry=Retry(NoBackoff(), 0))
+    client = redis.Redis.from_url(url, socket_timeout=wait, socket_connect_timeout=wait,
+                                  retry=Retry(NoBackoff(), 0))
     try:
         return bool(client.ping())
     except (redis.RedisError, OSError):
@@ -206,8 +201,8 @@ def _kafka_attempt(bootstrap: str, timeout: float) -> bool:
     """One bounded produce + consume round trip; any failure just means "not ready yet"."""
     deadline = time.monotonic() + timeout
     servers = [s.strip() for s in bootstrap.split(",") if s.strip()]
-    host, _, port = servers[0].rpartition(":")
-    if not _tcp_open(host or "127.0.0.1", int(port), min(timeout, 1.0)):
+    host, _, port = (servers or [""])[0].rpartition(":")
+    if not port.isdigit() or not _tcp_open(host or "127.0.0.1", int(port), min(timeout, 1.0)):
         return False  # not listening yet: don't let kafka-python log connection errors
     from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
     from kafka.errors import TopicAlreadyExistsError
@@ -218,7 +213,8 @@ def _kafka_attempt(bootstrap: str, timeout: float) -> bool:
     nonce = uuid.uuid4().hex.encode()
     try:
         with ExitStack() as stack:
-            admin = KafkaAdminClient(bootstrap_servers=servers, bootstrap_timeout_ms=ms(), request_timeout_ms=ms())
+            admin = KafkaAdminClient(bootstrap_servers=servers, bootstrap_timeout_ms=ms(),
+                                     request_timeout_ms=ms())
             stack.callback(_close_quietly, admin)
             if HEALTH_TOPIC not in admin.list_topics():
                 with suppress(TopicAlreadyExistsError):
@@ -238,7 +234,7 @@ def _kafka_attempt(bootstrap: str, timeout: float) -> bool:
                 if any(r.value == nonce for r in consumer.poll(timeout_ms=min(500, ms())).get(partition, [])):
                     return True
             return False
-    except Exception:  # noqa: BLE001 - kafka-python raises many kinds; all mean "not yet"
+    except Exception:  # kafka-python raises many kinds; all of them mean "not yet"
         return False
 
 
@@ -248,7 +244,8 @@ def _close_quietly(client: Any, **kwargs: Any) -> None:
 
 
 # --- launching ----------------------------------------------------------------------------------
-def _launch(config: Config, name: str, port: int, cport: int, tools: dict[str, str], say: Say) -> dict[str, Any]:
+def _launch(config: Config, name: str, port: int, cport: int, tools: dict[str, str],
+            say: Say) -> dict[str, Any]:
     """Start one service on the given port(s), wait until it answers, return its services.json entries."""
     home = Path(config.home).absolute()
     log = home / "logs" / f"{name}.log"
@@ -257,12 +254,13 @@ def _launch(config: Config, name: str, port: int, cport: int, tools: dict[str, s
         cmd = _kafka_command(config, port, cport, tools["java"])
         say(f"Starting Kafka {config.kafka_version} on {bootstrap} (controller port {cport}), log {log}")
         proc = _spawn(cmd, log, home)
-        _wait_ready(proc, "Kafka", lambda t: _kafka_attempt(bootstrap, min(t, 30.0)), KAFKA_START_TIMEOUT, log)
+        _wait_ready(proc, "Kafka", lambda t: _kafka_attempt(bootstrap, min(t, 30)), KAFKA_START_TIMEOUT, log)
         return {"kafka_bootstrap": bootstrap, "kafka_controller_port": cport, "kafka_pid": proc.pid,
                 "kafka_log": str(log)}
-    (home / "redis-data").mkdir(parents=True, exist_ok=True)
+    data = home / "redis-data"
+    data.mkdir(parents=True, exist_ok=True)
     url = f"redis://127.0.0.1:{port}/0"
-    cmd = [tools["redis-server"], "--bind", "127.0.0.1", "--port", str(port), "--dir", str(home / "redis-data"),
+    cmd = [tools["redis-server"], "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data),
            # AOF, so a restarted Redis (fault tests) still has every task record
            "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
            "--daemonize", "no", "--protected-mode", "yes"]
@@ -279,11 +277,13 @@ def _kafka_command(config: Config, port: int, cport: int, java: str) -> list[str
     log_dir = data / "log"
     props, log4j = home / "server.properties", home / "log4j2.properties"
     text = _resource("server.properties").decode()
-    for key, value in {"BROKER_PORT": port, "CONTROLLER_PORT": cport, "DATA_DIR": log_dir, "NODE_ID": 1}.items():
+    values = {"BROKER_PORT": port, "CONTROLLER_PORT": cport, "DATA_DIR": log_dir, "NODE_ID": 1}
+    for key, value in values.items():
         text = text.replace("{" + key + "}", str(value))
     props.write_text(text)
     log4j.write_bytes(_resource("log4j2.properties"))
-    classpath = [f"-Dlog4j2.configurationFile={log4j}", "-cp", str(_kafka_dir(config).absolute() / "libs" / "*")]
+    libs = _kafka_dir(config).absolute() / "libs"
+    classpath = [f"-Dlog4j2.configurationFile={log4j}", "-cp", str(libs / "*")]
     if not (log_dir / "meta.properties").is_file():
         cmd = [java, "-Xmx256m", *classpath, "kafka.tools.StorageTool", "format",
                "-t", _cluster_id(data), "-c", str(props), "-g"]
@@ -313,10 +313,11 @@ def _ensure_jars(config: Config, tools: dict[str, str], say: Say) -> None:
     kdir.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(libs, ignore_errors=True)  # a half-finished earlier run could mix versions
     (kdir / "pom.xml").write_bytes(_resource("pom.xml"))
-    cmd = [tools["mvn"], "-q", "-B", "-Dstyle.color=never", "package", f"-Dkafka.version={config.kafka_version}",
+    version = config.kafka_version
+    cmd = [tools["mvn"], "-q", "-B", "-Dstyle.color=never", "package", f"-Dkafka.version={version}",
            f"-Dlibs.dir={libs}"]
-    say(f"Downloading the Kafka {config.kafka_version} jars into {libs} (once; a minute or two): {' '.join(cmd)}")
-    _run(cmd, kdir, kdir / "maven.log", MAVEN_TIMEOUT, f"Maven (fetching the Kafka {config.kafka_version} jars)")
+    say(f"Downloading the Kafka {version} jars into {libs} (once; a minute or two): {' '.join(cmd)}")
+    _run(cmd, kdir, kdir / "maven.log", MAVEN_TIMEOUT, f"Maven (fetching the Kafka {version} jars)")
     jars = sorted(libs.glob("*.jar"))
     if not jars:
         raise ServiceError(f"Maven finished but left no jars in {libs}; see {kdir / 'maven.log'}")
@@ -366,7 +367,8 @@ def _wait_ready(proc: subprocess.Popen[bytes], label: str, attempt: Callable[[fl
             return
         time.sleep(0.2)
     _terminate(proc.pid, signals.SIGKILL)
-    raise ServiceError(f"{label} did not answer within {timeout:.0f} s and was stopped; see {log}:\n{_tail(log)}")
+    raise ServiceError(f"{label} did not answer within {timeout:.0f} s and was stopped; see {log}:\n"
+                       + _tail(log))
 
 
 # --- processes ----------------------------------------------------------------------------------
@@ -403,7 +405,8 @@ def _is_ours(name: str, pid: int) -> bool:
 
 def _cmdline(pid: int) -> list[str]:
     with suppress(OSError):
-        return [arg for arg in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0") if arg]
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        return [arg for arg in raw.split("\0") if arg]
     if Path("/proc").is_dir():
         return []  # no such process
     with suppress(OSError, subprocess.TimeoutExpired):  # macOS and other systems without /proc
@@ -531,4 +534,4 @@ def _tail(path: Path, lines: int = 20) -> str:
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,41 @@
+"""The terminal front end without services: parsing, tables, exit codes."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from yadtq import cli
+
+
+@pytest.mark.parametrize(
+    ("text", "value"), [("2", 2), ("2.5", 2.5), ("[1, 2]", [1, 2]), ("true", True), ("hello", "hello"), ('"7"', "7")]
+)
+def test_arguments_are_json_where_they_parse(text: str, value: object) -> None:
+    assert cli.parse_value(text) == value
+
+
+def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    for command in ("up", "down", "worker", "submit", "status", "tasks", "workers", "dlq", "cancel", "demo"):
+        assert command in out
+
+
+def test_a_user_mistake_is_one_line_and_exit_code_2(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("YADTQ_PARTITIONS", "zero")
+    assert cli.main(["tasks"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "yadtq: YADTQ_PARTITIONS='zero' is not a valid int"
+
+
+def test_tables_render_readably() -> None:
+    frame = pd.DataFrame(
+        {"id": ["a" * 50], "result": [None], "args": [[1, 2]], "at": pd.to_datetime([0.0], unit="s", utc=True)}
+    )
+    text = cli.render(frame, width=10)
+    assert "aaaaaaaaa…" in text and "[1, 2]" in text and " - " in text.splitlines()[1] + " "
+    assert cli.render(frame.iloc[0:0]) == "(none)"

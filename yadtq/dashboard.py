@@ -1,0 +1,222 @@
+"""The notebook dashboard: start and stop workers, submit tasks, watch the queue; and the heartbeat plot.
+
+Everything here is a thin layer over :class:`~yadtq.client.Client` and :class:`~yadtq.pool.Pool`, so
+what a student clicks is exactly what the notebook cells above it do in code. The frames the widgets
+and the plot show are built by plain functions (:func:`task_view`, :func:`worker_view`,
+:func:`timeline_frame`) that can be tested and reused without a screen. ipywidgets and matplotlib
+are imported inside the functions that need them, so ``import yadtq`` stays light for workers.
+
+A mistake typed into the form (bad JSON, an unknown operation, arguments over a limit) is shown as
+one line in the message label, never as a traceback: the dashboard is for people learning the queue.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from yadtq.errors import YadtqError
+from yadtq.ops import registry
+
+if TYPE_CHECKING:
+    import ipywidgets
+    import pandas as pd
+    from matplotlib.axes import Axes
+
+    from yadtq.client import Client, TaskHandle
+    from yadtq.pool import Pool
+
+#: Columns of the task and worker tables worth a glance; the full frames are on the client.
+TASK_VIEW = ["id", "op", "args", "status", "result", "error", "worker", "attempts", "submitted_at"]
+WORKER_VIEW = ["name", "pid", "state", "current_task", "processed", "failed", "partitions", "last_heartbeat"]
+#: Marker colours of the heartbeat timeline; any other state (starting, stopping, ...) is drawn grey-blue.
+STATE_COLOURS = {"idle": "tab:green", "busy": "tab:orange", "stopped": "tab:gray"}
+OTHER_COLOUR = "tab:blue"
+#: Shapes too, so the plot reads without colour: a tick per idle beat, a block per busy one.
+STATE_MARKERS = {"idle": "|", "busy": "s", "stopped": "X"}
+#: More workers than this from one click is almost surely a typo (and each one is a process).
+MAX_START = 16
+
+
+# --- logic: frames and parsing -------------------------------------------------------------------
+def parse_args(text: str) -> list[Any]:
+    """The form's argument text as a list; ValueError with a message a student can act on."""
+    try:
+        value = json.loads(text or "[]")
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"arguments are not valid JSON ({exc.msg} at column {exc.colno}); type a list like [2, 3]"
+        ) from None
+    if not isinstance(value, list):
+        raise ValueError(f"arguments must be a JSON list like [2, 3], got {text.strip()!r:.40}")
+    return value
+
+
+def task_view(client: Client, limit: int = 20) -> pd.DataFrame:
+    """The newest tasks with the columns the dashboard shows (full ids: they go into ``client.handle``)."""
+    return client.tasks(limit=limit)[TASK_VIEW]
+
+
+def worker_view(client: Client) -> pd.DataFrame:
+    """Every worker seen in the namespace with the columns the dashboard shows."""
+    return client.workers()[WORKER_VIEW]
+
+
+def timeline_frame(client: Client) -> pd.DataFrame:
+    """Heartbeats (worker, at, state, task) plus ``row`` and ``colour`` for the plot. Rows follow the
+    names in natural order (worker-2 before worker-10): start times of workers started together race."""
+    beats = client.heartbeats()
+    order = sorted(set(beats["worker"]), key=_natural)
+    beats["row"] = beats["worker"].map({name: i for i, name in enumerate(order)}).astype(int)
+    beats["colour"] = beats["state"].map(lambda s: STATE_COLOURS.get(s, OTHER_COLOUR))
+    return beats
+
+
+def _natural(name: str) -> list[Any]:
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name)]
+
+
+# --- drawing -------------------------------------------------------------------------------------
+def heartbeat_timeline(client: Client, ax: Axes | None = None) -> Axes:
+    """Draw one row per worker with a marker per heartbeat, coloured by state: the picture of who
+    was idle, who was busy, and when a worker stopped (or went silent: the markers just end)."""
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+
+    beats = timeline_frame(client)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(10, 1.4 + 0.45 * beats["row"].nunique()))
+    if beats.empty:
+        ax.text(0.5, 0.5, "no heartbeats yet", ha="center", va="center", transform=ax.transAxes)
+        ax.set_yticks([])
+        return ax
+    states = [*STATE_COLOURS, *sorted(set(beats["state"]) - set(STATE_COLOURS))]
+    for state in states:
+        part = beats[beats["state"] == state]
+        if not part.empty:
+            marker = STATE_MARKERS.get(state, "o")
+            ax.scatter(part["at"], part["row"], c=part["colour"], s=90, marker=marker, linewidths=2, label=state)
+    names = beats.drop_duplicates("row").sort_values("row")["worker"]
+    ax.set_yticks(range(len(names)), list(names))
+    ax.set_ylim(len(names) - 0.5, -0.5)  # first worker on top
+    ax.grid(axis="x", alpha=0.3)
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S", tz=datetime.now().astimezone().tzinfo))
+    ax.set_xlabel("time (local)")
+    ax.set_title("Worker heartbeats")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, title="state")
+    return ax
+
+
+# --- the widget ----------------------------------------------------------------------------------
+class Dashboard:
+    """The widgets, as attributes so tests (and curious students) can click and read them."""
+
+    def __init__(self, client: Client, pool: Pool) -> None:
+        import ipywidgets as w
+
+        self.client, self.pool = client, pool
+        self.count = w.IntText(value=3, description="Workers:", layout=w.Layout(width="160px"))
+        self.start_button = w.Button(description="Start Workers", icon="play", button_style="success")
+        self.stop_button = w.Button(description="Stop a worker", icon="stop", tooltip="stops the newest live worker")
+        names = [op.name for op in registry]
+        self.op = w.Dropdown(options=names, value="add" if "add" in names else names[0], description="Operation:")
+        self.args = w.Text(value="[2, 3]", description="Arguments:", placeholder="a JSON list, e.g. [2, 3]")
+        self.usage = w.Label()
+        self.submit_button = w.Button(description="Submit Task", icon="paper-plane", button_style="primary")
+        self.message = w.Label(layout=w.Layout(width="100%"))
+        self.refresh_button = w.Button(description="Refresh", icon="refresh")
+        self.tasks_out = w.Output(layout=w.Layout(max_height="360px", overflow="auto"))
+        self.workers_out = w.Output()
+        self.last_task: TaskHandle | None = None
+
+        self.start_button.on_click(self.start_workers)
+        self.stop_button.on_click(self.stop_worker)
+        self.submit_button.on_click(self.submit)
+        self.refresh_button.on_click(self.refresh)
+        self.op.observe(lambda _change: self._show_usage(), names="value")
+        self._show_usage()
+
+        def section(title: str, *children: ipywidgets.Widget) -> ipywidgets.Widget:
+            return w.VBox([w.HTML(f"<b>{title}</b>"), *children])
+
+        self.widget = w.VBox(
+            [
+                section("Workers", w.HBox([self.count, self.start_button, self.stop_button])),
+                section("Submit Task", w.HBox([self.op, self.args, self.submit_button]), self.usage),
+                self.message,
+                section("Task Queue", self.refresh_button, self.tasks_out, self.workers_out),
+            ]
+        )
+        self.refresh()
+
+    # --- actions (button handlers; the ignored argument is the button) ----------------------------
+    def start_workers(self, _button: Any = None) -> list[str]:
+        """Start ``count`` worker processes; they need a few seconds to join the Kafka group."""
+        n = self.count.value
+        if not 1 <= n <= MAX_START:
+            self.message.value = f"start between 1 and {MAX_START} workers at a time (got {n})"
+            return []
+        names = [proc.name for proc in self.pool.start(n)]
+        self.message.value = f"started {', '.join(names)}; they join the group in a few seconds (press Refresh)"
+        self.refresh()
+        return names
+
+    def stop_worker(self, _button: Any = None) -> str | None:
+        """Stop the newest live worker cleanly: it finishes (or hands back) its task first."""
+        live = [self.pool.processes[name] for name in self.pool.alive()]
+        if not live:
+            self.message.value = "no live worker started from this notebook"
+            return None
+        name = max(live, key=lambda proc: proc.started_at).name
+        self.message.value = f"stopping {name} ..."
+        code = self.pool.stop(name)
+        self.message.value = f"stopped {name} (exit code {code})"
+        self.refresh()
+        return name
+
+    def submit(self, _button: Any = None) -> TaskHandle | None:
+        """Submit the form's task; a refused one changes nothing and says why in the message."""
+        try:
+            args = parse_args(self.args.value)
+            handle = self.client.submit(self.op.value, *args)
+        except (ValueError, YadtqError) as exc:
+            self.message.value = f"not submitted: {exc}"
+            return None
+        self.last_task = handle
+        shown = ", ".join(json.dumps(a) for a in args)
+        self.message.value = f"submitted {self.op.value}({shown:.60}) as task {handle.id}"
+        self.refresh()
+        return handle
+
+    def refresh(self, _button: Any = None) -> None:
+        """Redraw both tables. Outputs are set as data, not printed inside ``with out:``, so the
+        tables show the same with or without a kernel (and tests can read them)."""
+        try:
+            tasks, workers = task_view(self.client), worker_view(self.client)
+        except YadtqError as exc:
+            self.message.value = f"cannot read the queue: {exc}"
+            return
+        self.tasks_out.outputs = (_table("Tasks (newest first)", tasks),)
+        self.workers_out.outputs = (_table("Workers", workers),)
+
+    def _show_usage(self) -> None:
+        op = registry.get(self.op.value)
+        self.usage.value = f"{op.usage}: {op.doc}" if op.doc else op.usage
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        """Show the widget when the Dashboard is the last expression of a cell."""
+        return self.widget._repr_mimebundle_(**kwargs)
+
+
+def _table(title: str, frame: pd.DataFrame) -> dict[str, Any]:
+    """A display_data output of a frame, as HTML for the notebook and text for everything else."""
+    html = f"<b>{title}</b> ({len(frame)})" + frame.to_html(index=False, na_rep="")
+    text = f"{title} ({len(frame)})\n{frame.to_string(index=False, na_rep='') if len(frame) else '(none)'}"
+    return {"output_type": "display_data", "data": {"text/html": html, "text/plain": text}, "metadata": {}}
+
+
+def dashboard(client: Client, pool: Pool) -> Dashboard:
+    """The notebook GUI; display ``.widget`` (or the Dashboard itself) in a cell."""
+    return Dashboard(client, pool)
