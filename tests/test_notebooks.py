@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 
 import matplotlib.pyplot as plt
 import pytest
@@ -24,6 +25,15 @@ from yadtq.ops import MAX_FACTORIAL
 pytestmark = pytest.mark.services
 
 NOTEBOOK = ROOT / "notebooks" / "01-quickstart.ipynb"
+
+
+def wait_for_workers(client: Client, pool: Pool, n: int, wait_for: Callable[..., object], timeout: float = 60) -> None:
+    """Like ``wait_for(live_workers(...))``, but a timeout says what the workers said (table, log tails)."""
+    try:
+        wait_for(live_workers(client, n), timeout=timeout, what=f"{n} live workers")
+    except AssertionError as exc:
+        logs = "\n".join(f"--- {p.name}\n" + p.log_path.read_text()[-1500:] for p in pool.processes.values())
+        raise AssertionError(f"{exc}\n{client.workers().to_string()}\n{logs}") from None
 
 
 def test_parse_args_accepts_json_lists_only() -> None:
@@ -43,7 +53,7 @@ def test_dashboard_starts_workers_submits_refuses_and_refreshes(client: Client, 
     dash.count.value = 2
     dash.start_button.click()
     assert pool.alive() == ["worker-1", "worker-2"]
-    wait_for(live_workers(client, 2), timeout=60, what="2 workers from the Start button")
+    wait_for_workers(client, pool, 2, wait_for)
 
     dash.op.value = "add"
     dash.args.value = "[2, 3]"
@@ -95,7 +105,7 @@ def test_heartbeat_timeline_has_one_row_per_worker(client: Client, pool: Pool, w
     plt.close(ax.figure)
 
     pool.start(2)
-    wait_for(live_workers(client, 2), timeout=60, what="2 workers")
+    wait_for_workers(client, pool, 2, wait_for)
     busy_for = 2.5 * client.config.heartbeat_interval  # long enough for a busy beat or two
     client.submit("sleep", busy_for).result(timeout=30)
     pool.stop("worker-2")

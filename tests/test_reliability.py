@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -148,7 +149,7 @@ def test_a_crashing_executor_is_retried_with_backoff_then_fails(client: Client, 
     statuses = [h["status"] for h in handle.history()]
     assert statuses == ["queued", "processing", "retrying", "processing", "retrying", "processing", "failed"]
     starts = [h["at"] for h in handle.history() if h["status"] == "processing"]
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert gaps[0] >= 0.5 and gaps[1] >= 1.0, gaps  # retry_backoff * 2**(attempt-1)
     assert proc.alive
 

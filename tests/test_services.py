@@ -53,8 +53,9 @@ def _home(tmp_path_factory: pytest.TempPathFactory, name: str, *, jar_cache: boo
 
 
 def _config(home: Path, kafka_port: int, controller_port: int, redis_port: int) -> Config:
-    return Config.from_env(env={}, home=home, kafka_port=kafka_port, kafka_controller_port=controller_port,
-                           redis_port=redis_port)
+    return Config.from_env(
+        env={}, home=home, kafka_port=kafka_port, kafka_controller_port=controller_port, redis_port=redis_port
+    )
 
 
 def _gone(pid: int) -> bool:
@@ -101,8 +102,12 @@ def test_up_starts_both_and_they_answer(stack: Stack) -> None:
         client.close()
     assert json.loads(stack.config.services_file.read_text()) == state
     status = services.status(stack.config)
-    assert status["kafka"] == {"running": True, "pid": state["kafka_pid"],
-                               "address": state["kafka_bootstrap"], "log": state["kafka_log"]}
+    assert status["kafka"] == {
+        "running": True,
+        "pid": state["kafka_pid"],
+        "address": state["kafka_bootstrap"],
+        "log": state["kafka_log"],
+    }
     assert status["redis"]["running"] and status["redis"]["pid"] == state["redis_pid"]
     assert any(line.startswith("Kafka: 127.0.0.1:") for line in stack.said)
     assert Path(state["kafka_log"]).is_file() and Path(state["redis_log"]).is_file()
@@ -176,8 +181,9 @@ def test_down_leaves_a_pid_that_is_not_ours_alone(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("tool", ["java", "mvn", "redis-server"])
-def test_missing_tool_is_one_clear_sentence(tmp_path_factory: pytest.TempPathFactory,
-                                            monkeypatch: pytest.MonkeyPatch, tool: str) -> None:
+def test_missing_tool_is_one_clear_sentence(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, tool: str
+) -> None:
     home = _home(tmp_path_factory, f"missing-{tool}", jar_cache=False)  # no jars yet, so mvn is needed too
     config = _config(home, *_free_ports(3))
     real_which = shutil.which

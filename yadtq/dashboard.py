@@ -31,11 +31,15 @@ if TYPE_CHECKING:
 #: Columns of the task and worker tables worth a glance; the full frames are on the client.
 TASK_VIEW = ["id", "op", "args", "status", "result", "error", "worker", "attempts", "submitted_at"]
 WORKER_VIEW = ["name", "pid", "state", "current_task", "processed", "failed", "partitions", "last_heartbeat"]
-#: Marker colours of the heartbeat timeline; any other state (starting, stopping, ...) is drawn grey-blue.
-STATE_COLOURS = {"idle": "tab:green", "busy": "tab:orange", "stopped": "tab:gray"}
-OTHER_COLOUR = "tab:blue"
-#: Shapes too, so the plot reads without colour: a tick per idle beat, a block per busy one.
-STATE_MARKERS = {"idle": "|", "busy": "s", "stopped": "X"}
+#: Colour, marker and size per state in the heartbeat timeline, drawn in this order (last on top).
+#: Shapes differ too, so the plot reads without colour: a tick when idle, a block when busy.
+STATE_STYLE = {
+    "idle": ("tab:green", "|", 110),
+    "busy": ("tab:orange", "s", 45),
+    "stopping": ("silver", "o", 45),
+    "stopped": ("tab:gray", "X", 90),
+}
+OTHER_STYLE = ("tab:blue", "o", 45)  # starting, or a state added later
 #: More workers than this from one click is almost surely a typo (and each one is a process).
 MAX_START = 16
 
@@ -65,12 +69,11 @@ def worker_view(client: Client) -> pd.DataFrame:
 
 
 def timeline_frame(client: Client) -> pd.DataFrame:
-    """Heartbeats (worker, at, state, task) plus ``row`` and ``colour`` for the plot. Rows follow the
+    """Heartbeats (worker, at, state, task) plus ``row``, the worker's row in the plot. Rows follow the
     names in natural order (worker-2 before worker-10): start times of workers started together race."""
     beats = client.heartbeats()
     order = sorted(set(beats["worker"]), key=_natural)
     beats["row"] = beats["worker"].map({name: i for i, name in enumerate(order)}).astype(int)
-    beats["colour"] = beats["state"].map(lambda s: STATE_COLOURS.get(s, OTHER_COLOUR))
     return beats
 
 
@@ -92,12 +95,11 @@ def heartbeat_timeline(client: Client, ax: Axes | None = None) -> Axes:
         ax.text(0.5, 0.5, "no heartbeats yet", ha="center", va="center", transform=ax.transAxes)
         ax.set_yticks([])
         return ax
-    states = [*STATE_COLOURS, *sorted(set(beats["state"]) - set(STATE_COLOURS))]
-    for state in states:
+    for state in [*sorted(set(beats["state"]) - set(STATE_STYLE)), *STATE_STYLE]:
         part = beats[beats["state"] == state]
         if not part.empty:
-            marker = STATE_MARKERS.get(state, "o")
-            ax.scatter(part["at"], part["row"], c=part["colour"], s=90, marker=marker, linewidths=2, label=state)
+            colour, marker, size = STATE_STYLE.get(state, OTHER_STYLE)
+            ax.scatter(part["at"], part["row"], c=colour, s=size, marker=marker, linewidths=2, label=state)
     names = beats.drop_duplicates("row").sort_values("row")["worker"]
     ax.set_yticks(range(len(names)), list(names))
     ax.set_ylim(len(names) - 0.5, -0.5)  # first worker on top

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from yadtq.errors import BadArguments, UnknownOperation
+from yadtq.errors import BadArguments, ConfigError, UnknownOperation
 
 Limits = Callable[..., None]
 
@@ -126,7 +126,10 @@ def operation(func: Callable[..., Any] | None = None, *, name: str | None = None
 def load_imports(modules: Iterable[str]) -> None:
     """Import the modules that register user operations (``Config.imports``)."""
     for module in modules:
-        importlib.import_module(module)
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ConfigError(f"cannot import {module!r} (from YADTQ_IMPORTS): {exc}") from None
 
 
 # --- type checks --------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Callable
 from contextlib import ExitStack, suppress
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -156,8 +156,12 @@ def status(config: Config) -> dict[str, dict[str, Any]]:
     for name in SERVICES:
         pid, address = state.get(f"{name}_pid"), state.get(ADDRESS_KEYS[name]) or defaults[name]
         running = _ours(name, pid) and _tcp_open("127.0.0.1", _port_of(name, address), 1.0)
-        out[name] = {"running": running, "pid": pid if running else None, "address": address,
-                     "log": state.get(f"{name}_log")}
+        out[name] = {
+            "running": running,
+            "pid": pid if running else None,
+            "address": address,
+            "log": state.get(f"{name}_log"),
+        }
     return out
 
 
@@ -187,8 +191,7 @@ def _redis_attempt(url: str, timeout: float) -> bool:
     from redis.retry import Retry
 
     wait = max(0.05, min(timeout, 2.0))  # and no retries of its own, so the caller's timeout holds
-    client = redis.Redis.from_url(url, socket_timeout=wait, socket_connect_timeout=wait,
-                                  retry=Retry(NoBackoff(), 0))
+    client = redis.Redis.from_url(url, socket_timeout=wait, socket_connect_timeout=wait, retry=Retry(NoBackoff(), 0))
     try:
         return bool(client.ping())
     except (redis.RedisError, OSError):
@@ -213,19 +216,26 @@ def _kafka_attempt(bootstrap: str, timeout: float) -> bool:
     nonce = uuid.uuid4().hex.encode()
     try:
         with ExitStack() as stack:
-            admin = KafkaAdminClient(bootstrap_servers=servers, bootstrap_timeout_ms=ms(),
-                                     request_timeout_ms=ms())
+            admin = KafkaAdminClient(bootstrap_servers=servers, bootstrap_timeout_ms=ms(), request_timeout_ms=ms())
             stack.callback(_close_quietly, admin)
             if HEALTH_TOPIC not in admin.list_topics():
                 with suppress(TopicAlreadyExistsError):
-                    admin.create_topics({HEALTH_TOPIC: {"num_partitions": 1, "replication_factor": 1}},
-                                        timeout_ms=ms(), wait_for_metadata=True)
+                    admin.create_topics(
+                        {HEALTH_TOPIC: {"num_partitions": 1, "replication_factor": 1}},
+                        timeout_ms=ms(),
+                        wait_for_metadata=True,
+                    )
             producer = KafkaProducer(bootstrap_servers=servers, bootstrap_timeout_ms=ms(), max_block_ms=ms())
             stack.callback(_close_quietly, producer, timeout=1)
             sent = producer.send(HEALTH_TOPIC, value=nonce, partition=0).get(timeout=ms() / 1000)
-            consumer = KafkaConsumer(bootstrap_servers=servers, group_id=None, enable_auto_commit=False,
-                                     bootstrap_timeout_ms=ms(), request_timeout_ms=max(ms(), 1000),
-                                     fetch_max_wait_ms=100)
+            consumer = KafkaConsumer(
+                bootstrap_servers=servers,
+                group_id=None,
+                enable_auto_commit=False,
+                bootstrap_timeout_ms=ms(),
+                request_timeout_ms=max(ms(), 1000),
+                fetch_max_wait_ms=100,
+            )
             stack.callback(_close_quietly, consumer)
             partition = TopicPartition(HEALTH_TOPIC, 0)
             consumer.assign([partition])
@@ -244,8 +254,7 @@ def _close_quietly(client: Any, **kwargs: Any) -> None:
 
 
 # --- launching ----------------------------------------------------------------------------------
-def _launch(config: Config, name: str, port: int, cport: int, tools: dict[str, str],
-            say: Say) -> dict[str, Any]:
+def _launch(config: Config, name: str, port: int, cport: int, tools: dict[str, str], say: Say) -> dict[str, Any]:
     """Start one service on the given port(s), wait until it answers, return its services.json entries."""
     home = Path(config.home).absolute()
     log = home / "logs" / f"{name}.log"
@@ -255,15 +264,35 @@ def _launch(config: Config, name: str, port: int, cport: int, tools: dict[str, s
         say(f"Starting Kafka {config.kafka_version} on {bootstrap} (controller port {cport}), log {log}")
         proc = _spawn(cmd, log, home)
         _wait_ready(proc, "Kafka", lambda t: _kafka_attempt(bootstrap, min(t, 30)), KAFKA_START_TIMEOUT, log)
-        return {"kafka_bootstrap": bootstrap, "kafka_controller_port": cport, "kafka_pid": proc.pid,
-                "kafka_log": str(log)}
+        return {
+            "kafka_bootstrap": bootstrap,
+            "kafka_controller_port": cport,
+            "kafka_pid": proc.pid,
+            "kafka_log": str(log),
+        }
     data = home / "redis-data"
     data.mkdir(parents=True, exist_ok=True)
     url = f"redis://127.0.0.1:{port}/0"
-    cmd = [tools["redis-server"], "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data),
-           # AOF, so a restarted Redis (fault tests) still has every task record
-           "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
-           "--daemonize", "no", "--protected-mode", "yes"]
+    cmd = [
+        tools["redis-server"],
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dir",
+        str(data),
+        # AOF, so a restarted Redis (fault tests) still has every task record
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "everysec",
+        "--save",
+        "",
+        "--daemonize",
+        "no",
+        "--protected-mode",
+        "yes",
+    ]
     say(f"Starting Redis on 127.0.0.1:{port}, log {log}")
     proc = _spawn(cmd, log, home)
     _wait_ready(proc, "Redis", lambda t: _redis_attempt(url, t), REDIS_START_TIMEOUT, log)
@@ -285,12 +314,32 @@ def _kafka_command(config: Config, port: int, cport: int, java: str) -> list[str
     libs = _kafka_dir(config).absolute() / "libs"
     classpath = [f"-Dlog4j2.configurationFile={log4j}", "-cp", str(libs / "*")]
     if not (log_dir / "meta.properties").is_file():
-        cmd = [java, "-Xmx256m", *classpath, "kafka.tools.StorageTool", "format",
-               "-t", _cluster_id(data), "-c", str(props), "-g"]
+        cmd = [
+            java,
+            "-Xmx256m",
+            *classpath,
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            _cluster_id(data),
+            "-c",
+            str(props),
+            "-g",
+        ]
         _run(cmd, home, home / "logs" / "kafka-format.log", FORMAT_TIMEOUT, f"formatting {log_dir}")
     heap = config.kafka_heap
-    return [java, f"-Xms{heap}", f"-Xmx{heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
-            "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true", *classpath, "kafka.Kafka", str(props)]
+    return [
+        java,
+        f"-Xms{heap}",
+        f"-Xmx{heap}",
+        "-XX:+UseG1GC",
+        "-XX:MaxGCPauseMillis=20",
+        "-XX:+ExitOnOutOfMemoryError",
+        "-Djava.awt.headless=true",
+        *classpath,
+        "kafka.Kafka",
+        str(props),
+    ]
 
 
 def _cluster_id(data: Path) -> str:
@@ -314,8 +363,15 @@ def _ensure_jars(config: Config, tools: dict[str, str], say: Say) -> None:
     shutil.rmtree(libs, ignore_errors=True)  # a half-finished earlier run could mix versions
     (kdir / "pom.xml").write_bytes(_resource("pom.xml"))
     version = config.kafka_version
-    cmd = [tools["mvn"], "-q", "-B", "-Dstyle.color=never", "package", f"-Dkafka.version={version}",
-           f"-Dlibs.dir={libs}"]
+    cmd = [
+        tools["mvn"],
+        "-q",
+        "-B",
+        "-Dstyle.color=never",
+        "package",
+        f"-Dkafka.version={version}",
+        f"-Dlibs.dir={libs}",
+    ]
     say(f"Downloading the Kafka {version} jars into {libs} (once; a minute or two): {' '.join(cmd)}")
     _run(cmd, kdir, kdir / "maven.log", MAVEN_TIMEOUT, f"Maven (fetching the Kafka {version} jars)")
     jars = sorted(libs.glob("*.jar"))
@@ -335,8 +391,15 @@ def _run(cmd: list[str], cwd: Path, log: Path, timeout: float, what: str) -> Non
     log.parent.mkdir(parents=True, exist_ok=True)
     try:
         with log.open("wb") as out:
-            code = subprocess.run(cmd, check=False, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
-                                  stderr=subprocess.STDOUT, timeout=timeout).returncode
+            code = subprocess.run(
+                cmd,
+                check=False,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                timeout=timeout,
+            ).returncode
     except subprocess.TimeoutExpired:
         raise ServiceError(f"{what} took over {timeout:.0f} s; see {log}:\n{_tail(log)}") from None
     if code != 0:
@@ -349,14 +412,16 @@ def _spawn(cmd: list[str], log: Path, cwd: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         out.write(f"\n--- {_now()} yadtq starts: {' '.join(cmd)}\n".encode())
         out.flush()
-        proc = subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     _CHILDREN[proc.pid] = proc
     return proc
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], label: str, attempt: Callable[[float], bool],
-                timeout: float, log: Path) -> None:
+def _wait_ready(
+    proc: subprocess.Popen[bytes], label: str, attempt: Callable[[float], bool], timeout: float, log: Path
+) -> None:
     """Wait for a real answer; a process that exits or never answers is killed and reported."""
     deadline = time.monotonic() + timeout
     while (remaining := deadline - time.monotonic()) > 0:
@@ -367,8 +432,7 @@ def _wait_ready(proc: subprocess.Popen[bytes], label: str, attempt: Callable[[fl
             return
         time.sleep(0.2)
     _terminate(proc.pid, signals.SIGKILL)
-    raise ServiceError(f"{label} did not answer within {timeout:.0f} s and was stopped; see {log}:\n"
-                       + _tail(log))
+    raise ServiceError(f"{label} did not answer within {timeout:.0f} s and was stopped; see {log}:\n" + _tail(log))
 
 
 # --- processes ----------------------------------------------------------------------------------
@@ -410,8 +474,9 @@ def _cmdline(pid: int) -> list[str]:
     if Path("/proc").is_dir():
         return []  # no such process
     with suppress(OSError, subprocess.TimeoutExpired):  # macOS and other systems without /proc
-        return subprocess.run(["ps", "-o", "command=", "-p", str(pid)], check=False, capture_output=True,
-                              text=True, timeout=5).stdout.split()
+        return subprocess.run(
+            ["ps", "-o", "command=", "-p", str(pid)], check=False, capture_output=True, text=True, timeout=5
+        ).stdout.split()
     return []
 
 
@@ -534,4 +599,4 @@ def _tail(path: Path, lines: int = 20) -> str:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")

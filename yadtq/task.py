@@ -12,7 +12,7 @@ import math
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from yadtq.errors import MalformedMessage
@@ -20,7 +20,7 @@ from yadtq.errors import MalformedMessage
 PROTOCOL_VERSION = 1
 
 
-class TaskStatus(str, Enum):
+class TaskStatus(StrEnum):
     """Where a task is in its life; the value is what Redis stores and the CLI prints."""
 
     QUEUED = "queued"
@@ -30,9 +30,6 @@ class TaskStatus(str, Enum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     UNKNOWN = "unknown"
-
-    def __str__(self) -> str:
-        return self.value
 
     @property
     def terminal(self) -> bool:
