@@ -69,8 +69,9 @@ class Config:
     retry_backoff_max: float = 30.0
     #: On SIGTERM a busy worker waits this long for its task, then hands it back.
     shutdown_grace: float = 10.0
-    #: Kafka group session timeout: how fast Kafka itself notices a dead consumer.
-    session_timeout: float = 6.0
+    #: Kafka group session timeout: how fast Kafka itself notices a dead consumer. Short, because a
+    #: rebalance (e.g. a replacement worker joining) waits for every member it still believes in.
+    session_timeout: float = 3.0
     #: Kafka's max.poll.interval: the worker polls while a task runs, so this bounds one loop
     #: iteration (and an outage of Redis), never the length of a task.
     max_poll_interval: float = 300.0
