@@ -9,6 +9,8 @@ namespace, so its topics, consumer group and keys are its own, and deletes them 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -95,6 +97,20 @@ def wait_for() -> Callable[..., object]:
         raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
     return wait
+
+
+def cli(config: Config, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run ``yadtq ARGS`` as a user would, with this config in the environment."""
+    env = {**os.environ, **config.to_env()}
+    return subprocess.run(
+        [sys.executable, "-m", "yadtq", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def live_workers(client: Client, n: int) -> Callable[[], bool]:

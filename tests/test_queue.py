@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 
 import pytest
 import redis
 from kafka import KafkaProducer
 
-from tests.conftest import ROOT, live_workers
+from tests.conftest import cli, live_workers
 from yadtq import BadArguments, Client, TaskFailed, TaskStatus, UnknownOperation
 from yadtq.config import Config
 from yadtq.pool import Pool
@@ -166,32 +163,19 @@ def test_any_kafka_producer_and_any_redis_client_speak_the_protocol(config: Conf
     assert json.loads(r.hget(key, "result")) == 42
 
 
-def _cli(config: Config, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **config.to_env()}
-    return subprocess.run(
-        [sys.executable, "-m", "yadtq", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
 def test_cli_submit_wait_prints_the_result(config: Config, pool: Pool) -> None:
     pool.start(1)
-    done = _cli(config, "submit", "add", "2", "3", "--wait")
+    done = cli(config, "submit", "add", "2", "3", "--wait")
     assert (done.returncode, done.stdout.strip()) == (0, "5")
-    failed = _cli(config, "submit", "div", "1", "0", "--wait")
+    failed = cli(config, "submit", "div", "1", "0", "--wait")
     assert failed.returncode == 1
     assert "ZeroDivisionError" in failed.stderr and "Traceback" not in failed.stderr
-    task_id = _cli(config, "submit", "fibonacci", "10").stdout.strip()
-    assert _cli(config, "result", task_id).stdout.strip() == "55"
-    assert _cli(config, "status", task_id).stdout.startswith("success  result=55")
-    table = _cli(config, "tasks").stdout
+    task_id = cli(config, "submit", "fibonacci", "10").stdout.strip()
+    assert cli(config, "result", task_id).stdout.strip() == "55"
+    assert cli(config, "status", task_id).stdout.startswith("success  result=55")
+    table = cli(config, "tasks").stdout
     assert task_id in table and "fibonacci" in table
-    assert "worker-1" in _cli(config, "workers").stdout
+    assert "worker-1" in cli(config, "workers").stdout
 
 
 def test_cli_bad_input_exits_non_zero_with_one_line(config: Config, client: Client) -> None:
@@ -201,11 +185,11 @@ def test_cli_bad_input_exits_non_zero_with_one_line(config: Config, client: Clie
         (("submit", "factorial", "5000"), "between 0 and 1000"),
         (("submit", "add", "1", "2", "--time-limit", "-3"), "time_limit"),
     ]:
-        done = _cli(config, *args)
+        done = cli(config, *args)
         assert done.returncode == 2, args
         assert needle in done.stderr
         assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
-    assert _cli(config, "status", "nope").stdout.strip() == "unknown"
+    assert cli(config, "status", "nope").stdout.strip() == "unknown"
     assert client.backend.count_tasks() == 0
 
 
@@ -218,7 +202,7 @@ def test_workers_beyond_the_partition_count_sit_idle(make_config, tmp_path, wait
             timeout=60,
             what="two workers with partitions and one without",
         )
-        assert "stay idle" in _cli(config, "workers").stdout
+        assert "stay idle" in cli(config, "workers").stdout
         handles = [client.submit("add", i, 1) for i in range(20)]
         assert [h.result(timeout=60) for h in handles] == [i + 1 for i in range(20)]
         frame = client.workers().set_index("name")

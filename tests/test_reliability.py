@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 
-from tests.conftest import live_workers
+from tests.conftest import cli, live_workers
 from yadtq import BadArguments, Client, NotCancellable, TaskFailed, TaskStatus
 from yadtq.config import Config
 from yadtq.pool import Pool
@@ -193,6 +193,8 @@ def test_malformed_messages_are_dead_lettered_and_good_ones_still_run(config: Co
     assert "rejected: unknown operation" in client.task("u1")["error"]  # type: ignore[index]
     assert client.status("t1") is TaskStatus.FAILED
     assert proc.alive
+    listing = cli(config, "dlq").stdout
+    assert "not JSON" in listing and "unknown operation" in listing
 
 
 def test_bad_api_input_is_refused_and_nothing_is_sent(client: Client):
@@ -210,9 +212,12 @@ def test_bad_api_input_is_refused_and_nothing_is_sent(client: Client):
 
 
 # --- cancellation ------------------------------------------------------------------------------------
-def test_cancel_a_task_that_has_not_started(client: Client, pool: Pool):
+def test_cancel_a_task_that_has_not_started(config: Config, client: Client, pool: Pool):
     doomed = client.submit("add", 1, 1)
     assert doomed.cancel() is TaskStatus.CANCELLED
+    by_cli = client.submit("add", 3, 3)
+    assert cli(config, "cancel", by_cli.id).stdout.strip() == "cancelled"
+    assert cli(config, "cancel", by_cli.id).stdout.strip() == "cancelled", "cancelling twice is not an error"
     with pytest.raises(NotCancellable, match="unknown"):
         client.cancel("never-submitted")
     pool.start(1)
@@ -223,3 +228,5 @@ def test_cancel_a_task_that_has_not_started(client: Client, pool: Pool):
     assert doomed.info()["attempts"] == 0  # type: ignore[index]
     with pytest.raises(NotCancellable, match="success"):
         survivor.cancel()
+    refused = cli(config, "cancel", survivor.id)
+    assert refused.returncode == 2 and "only queued or retrying tasks can be cancelled" in refused.stderr

@@ -156,6 +156,7 @@ local ns, id, now = ARGV[1], ARGV[2], ARGV[3]
 local tkey = ns .. ':task:' .. id
 local status = redis.call('HGET', tkey, 'status')
 if not status then return 'unknown' end
+if status == 'cancelled' then return 'cancelled' end  -- cancelling twice is not an error
 if status ~= 'queued' and status ~= 'retrying' then return status end
 redis.call('HSET', tkey, 'finished_at', now, 'error', 'cancelled before it started', 'reason', 'cancelled')
 redis.call('ZREM', ns .. ':scheduled', id)

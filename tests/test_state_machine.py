@@ -1,0 +1,193 @@
+"""The state machine scripts on a real Redis, one transition at a time (no workers, no Kafka)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from yadtq import ServiceUnavailable, TaskStatus
+from yadtq.backend import Backend
+from yadtq.config import Config
+from yadtq.task import TaskMessage
+
+pytestmark = pytest.mark.services
+
+
+@pytest.fixture
+def backend(config: Config) -> Backend:
+    return Backend(config)
+
+
+def beat(backend: Backend, name: str, state: str = "idle") -> None:
+    backend.heartbeat(name, state, "", 1, "host", "0", time.time())
+
+
+def test_claim_is_exclusive_while_the_holder_heartbeats(backend: Backend) -> None:
+    msg = TaskMessage(op="add", args=[1, 2])
+    backend.submit(msg)
+    beat(backend, "a")
+    beat(backend, "b")
+    first = backend.claim(msg, "a")
+    assert (first.outcome, first.attempt) == ("claimed", 1)
+    second = backend.claim(msg, "b")
+    assert (second.outcome, second.detail) == ("busy", "a")
+    assert backend.status(msg.id) is TaskStatus.PROCESSING
+
+
+def test_only_the_holder_of_the_current_attempt_can_finish(backend: Backend) -> None:
+    msg = TaskMessage(op="add", args=[1, 2])
+    backend.submit(msg)
+    beat(backend, "a")
+    claim = backend.claim(msg, "a")
+    assert not backend.finish(msg.id, "b", claim.attempt, TaskStatus.SUCCESS, 3)
+    assert not backend.finish(msg.id, "a", claim.attempt + 1, TaskStatus.SUCCESS, 3)
+    assert backend.finish(msg.id, "a", claim.attempt, TaskStatus.SUCCESS, 3)
+    assert not backend.finish(msg.id, "a", claim.attempt, TaskStatus.SUCCESS, 4), "a result was written twice"
+    assert backend.task(msg.id)["result"] == 3  # type: ignore[index]
+    assert backend.claim(msg, "b").outcome == "done"
+
+
+def test_a_silent_holder_is_taken_over_and_its_late_result_discarded(backend: Backend, config: Config) -> None:
+    msg = TaskMessage(op="add", args=[1, 2])
+    backend.submit(msg)
+    backend.heartbeat("ghost", "busy", msg.id, 1, "host", "0", time.time() - 60)
+    backend.redis.zadd(backend.keys.workers, {"ghost": time.time() - 60})  # last beat a minute ago
+    old = backend.claim(msg, "ghost")
+    backend.redis.zadd(backend.keys.workers, {"ghost": time.time() - 60})
+    beat(backend, "b")
+    new = backend.claim(msg, "b")
+    assert (new.outcome, new.attempt) == ("claimed", 2)
+    assert not backend.finish(msg.id, "ghost", old.attempt, TaskStatus.SUCCESS, 3)
+    assert backend.finish(msg.id, "b", new.attempt, TaskStatus.SUCCESS, 3)
+    assert "took over from ghost" in backend.history(msg.id)[-2]["note"]
+
+
+def test_the_reaper_requeues_a_dead_workers_task_once(backend: Backend, config: Config) -> None:
+    msg = TaskMessage(op="add", args=[1, 2])
+    backend.submit(msg)
+    beat(backend, "victim", "busy")
+    backend.claim(msg, "victim")
+    backend.redis.zadd(backend.keys.workers, {"victim": time.time() - config.heartbeat_timeout - 1})
+    assert [TaskMessage.decode(m).id for m in backend.reap()] == [msg.id]
+    assert backend.reap() == []
+    assert backend.status(msg.id) is TaskStatus.QUEUED
+    assert backend.redis.hget(backend.keys.worker("victim"), "state") == "dead"
+    assert "requeued" in backend.history(msg.id)[-1]["note"]
+
+
+def test_the_reaper_gives_up_on_a_task_that_kills_every_worker(backend: Backend, config: Config) -> None:
+    msg = TaskMessage(op="add", args=[1, 2], max_retries=0)
+    backend.submit(msg)
+    beat(backend, "victim", "busy")
+    backend.claim(msg, "victim")
+    backend.redis.zadd(backend.keys.workers, {"victim": time.time() - config.heartbeat_timeout - 1})
+    assert backend.reap() == []
+    record = backend.task(msg.id)
+    assert record is not None and record["status"] == "failed" and record["reason"] == "worker_lost"
+
+
+def test_retry_schedules_and_due_retries_lease_the_message(backend: Backend) -> None:
+    msg = TaskMessage(op="add", args=[1, 2])
+    backend.submit(msg)
+    beat(backend, "a")
+    claim = backend.claim(msg, "a")
+    assert backend.retry(msg.id, "a", claim.attempt, 0.0, "ExecutorCrashed", "crashed")
+    assert backend.status(msg.id) is TaskStatus.RETRYING
+    due = backend.due_retries(lease=30)
+    assert [TaskMessage.decode(m).id for m in due] == [msg.id]
+    assert backend.due_retries(lease=30) == [], "a leased retry was handed out twice"
+    assert backend.claim(msg, "a").attempt == 2
+
+
+def test_cancel_only_before_the_start(backend: Backend) -> None:
+    queued, started = TaskMessage(op="add", args=[1, 2]), TaskMessage(op="add", args=[3, 4])
+    backend.submit(queued)
+    backend.submit(started)
+    beat(backend, "a")
+    backend.claim(started, "a")
+    assert backend.cancel(queued.id) == "cancelled"
+    assert backend.cancel(started.id) == "processing"
+    assert backend.cancel("nope") == "unknown"
+    assert backend.claim(queued, "a").outcome == "done"
+
+
+def test_a_message_from_another_producer_creates_its_record(backend: Backend) -> None:
+    msg = TaskMessage(op="mul", args=[2, 3], id="external-1")
+    claim = backend.claim(msg, "a")
+    assert claim.outcome == "claimed"
+    record = backend.task("external-1")
+    assert record is not None and record["op"] == "mul" and record["args"] == [2, 3]
+    assert [h["status"] for h in backend.history("external-1")] == ["queued", "processing"]
+
+
+def test_every_transition_is_published_as_an_event(backend: Backend) -> None:
+    pubsub = backend.redis.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(backend.keys.events)
+    msg = TaskMessage(op="add", args=[1, 2])
+    backend.submit(msg)
+    beat(backend, "a")
+    claim = backend.claim(msg, "a")
+    backend.finish(msg.id, "a", claim.attempt, TaskStatus.SUCCESS, 3)
+    events = []
+    deadline = time.monotonic() + 5
+    while len(events) < 4 and time.monotonic() < deadline:
+        message = pubsub.get_message(timeout=0.5)
+        if message:
+            events.append(json.loads(message["data"]))
+    pubsub.close()
+    assert [(e["type"], e.get("status") or e.get("state")) for e in events] == [
+        ("task", "queued"),
+        ("heartbeat", "idle"),
+        ("task", "processing"),
+        ("task", "success"),
+    ]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_redis_password_passes_through_config(tmp_path: Path) -> None:
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            shutil.which("redis-server") or "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--requirepass",
+            "s3cret",
+            "--save",
+            "",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        url = f"redis://127.0.0.1:{port}/0"
+        deadline = time.monotonic() + 10
+        with_password = Backend(Config.from_env(env={}, redis_url=url, redis_password="s3cret", home=tmp_path))
+        while True:
+            try:
+                with_password.ping()
+                break
+            except ServiceUnavailable:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        without = Backend(Config.from_env(env={}, redis_url=url, home=tmp_path))
+        with pytest.raises(ServiceUnavailable, match="uthentication"):
+            without.ping()
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
