@@ -60,12 +60,12 @@ def parse_args(text: str) -> list[Any]:
 
 def task_view(client: Client, limit: int = 20) -> pd.DataFrame:
     """The newest tasks with the columns the dashboard shows (full ids: they go into ``client.handle``)."""
-    return client.tasks(limit=limit)[TASK_VIEW]
+    return _local_seconds(client.tasks(limit=limit)[TASK_VIEW], "submitted_at")
 
 
 def worker_view(client: Client) -> pd.DataFrame:
     """Every worker seen in the namespace with the columns the dashboard shows."""
-    return client.workers()[WORKER_VIEW]
+    return _local_seconds(client.workers()[WORKER_VIEW], "last_heartbeat")
 
 
 def timeline_frame(client: Client) -> pd.DataFrame:
@@ -77,7 +77,17 @@ def timeline_frame(client: Client) -> pd.DataFrame:
     return beats
 
 
+def _local_seconds(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Times in the reader's time zone, to the second: nanoseconds in UTC are noise on a dashboard."""
+    return frame.assign(**{column: frame[column].dt.tz_convert(_local_tz()).dt.floor("s")})
+
+
+def _local_tz() -> Any:
+    return datetime.now().astimezone().tzinfo
+
+
 def _natural(name: str) -> list[Any]:
+    """Sort key comparing digit runs as numbers, so worker-10 comes after worker-9."""
     return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name)]
 
 
@@ -104,7 +114,7 @@ def heartbeat_timeline(client: Client, ax: Axes | None = None) -> Axes:
     ax.set_yticks(range(len(names)), list(names))
     ax.set_ylim(len(names) - 0.5, -0.5)  # first worker on top
     ax.grid(axis="x", alpha=0.3)
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S", tz=datetime.now().astimezone().tzinfo))
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S", tz=_local_tz()))
     ax.set_xlabel("time (local)")
     ax.set_title("Worker heartbeats")
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, title="state")
