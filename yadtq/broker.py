@@ -62,6 +62,24 @@ class Broker:
             admin.close()
         self._topics_ready = True
 
+    def group_members(self) -> set[str] | None:
+        """Client ids (worker names) in the settled worker group; None while it rebalances or on error."""
+        try:
+            admin = KafkaAdminClient(
+                **self.config.kafka_options(), request_timeout_ms=5_000, bootstrap_timeout_ms=5_000
+            )
+        except KafkaError:
+            return None
+        try:
+            group = admin.describe_groups([self.config.group_id]).get(self.config.group_id) or {}
+        except KafkaError:
+            return None
+        finally:
+            admin.close()
+        if group.get("group_state") != "Stable":
+            return None
+        return {member["client_id"] for member in group.get("members", [])}
+
     def delete_topics(self) -> None:
         """Remove this namespace's topics and consumer group (tests and lab runs clean up with it)."""
         admin = KafkaAdminClient(**self.config.kafka_options(), request_timeout_ms=10_000)
@@ -146,7 +164,9 @@ class Broker:
             heartbeat_interval_ms=max(100, session_ms // 3),
             max_poll_interval_ms=int(self.config.max_poll_interval * 1000),
             fetch_max_wait_ms=100,
-            request_timeout_ms=max(30_000, session_ms + 5_000),
+            # Short, so a lost response costs seconds: under CPU load kafka-python can drop a
+            # SyncGroup response, and the member then waits this long before it rejoins.
+            request_timeout_ms=5_000,
             bootstrap_timeout_ms=int(self.config.submit_timeout * 1000),
             allow_auto_create_topics=False,
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -96,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
-    logging.getLogger("kafka").setLevel(logging.ERROR)
+    logging.getLogger("kafka").setLevel(os.environ.get("YADTQ_KAFKA_LOG_LEVEL", "ERROR"))
     try:
         config = Config.from_env(namespace=args.namespace)
         return COMMANDS[args.command](config, args) or 0

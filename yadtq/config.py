@@ -72,9 +72,9 @@ class Config:
     #: Kafka group session timeout: how fast Kafka itself notices a dead consumer. Short, because a
     #: rebalance (e.g. a replacement worker joining) waits for every member it still believes in.
     session_timeout: float = 3.0
-    #: Kafka's max.poll.interval: the worker polls while a task runs, so this bounds one loop
-    #: iteration (and an outage of Redis), never the length of a task.
-    max_poll_interval: float = 300.0
+    #: Kafka's max.poll.interval (also the rebalance timeout): the worker polls while a task runs
+    #: and while Redis is down, so this bounds one loop iteration, never the length of a task.
+    max_poll_interval: float = 20.0
 
     # --- client behaviour -------------------------------------------------------------------
     #: How long submit() waits for Kafka's acknowledgement or Redis before raising.

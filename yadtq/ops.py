@@ -77,7 +77,10 @@ class Operation:
                         f"{self.name}: argument {pname!r} must be {_describe(hint)}, got {type(v).__name__} {v!r:.40}"
                     )
         if self.limits is not None:
-            self.limits(*bound.args, **bound.kwargs)
+            try:
+                self.limits(*bound.args, **bound.kwargs)
+            except BadArguments as exc:
+                raise BadArguments(f"{self.name}: {exc}") from None
 
 
 class Registry:

@@ -63,6 +63,7 @@ class Worker:
         self._stop = threading.Event()
         self._beating = threading.Event()
         self._consumer: KafkaConsumer | None = None
+        self._unassigned_since: float | None = None
 
     # --- control -----------------------------------------------------------------------------
     def stop(self) -> None:
@@ -96,8 +97,36 @@ class Worker:
                 for records in self._consumer.poll(timeout_ms=POLL_MS).values():
                     for record in records:
                         self._handle(record)
+                if self._stranded():
+                    self._rejoin()
         finally:
             self._shutdown(beat)
+
+    def _stranded(self) -> bool:
+        """True when Kafka's settled group no longer lists this worker, though it still polls.
+
+        Under CPU load kafka-python can lose a group response and leave the consumer waiting in a
+        rebalance while the group goes on without it: the worker polls, heartbeats to Redis and looks
+        idle, but never gets work. (An idle worker beyond the partition count is a member; fine.)
+        """
+        now = time.monotonic()
+        if self.partitions or self._unassigned_since is None:
+            self._unassigned_since = None if self.partitions else now
+            return False
+        if now - self._unassigned_since < 3 * self.config.session_timeout + 5:
+            return False
+        self._unassigned_since = now  # ask Kafka at most once per window
+        members = self.broker.group_members()
+        return members is not None and self.name not in members
+
+    def _rejoin(self) -> None:
+        log.warning("%s: Kafka's group lost this worker; rejoining with a new consumer", self.name)
+        assert self._consumer is not None
+        try:
+            self._consumer.close(autocommit=False, timeout_ms=2000)
+        except KafkaError as exc:
+            log.warning("%s: closing the stranded consumer: %s", self.name, exc)
+        self._consumer = self.broker.consumer(self.name, _Listener(self))
 
     def _shutdown(self, beat: threading.Thread) -> None:
         self.state = "stopping"
