@@ -71,9 +71,9 @@ def busy_worker(client: Client, pool: Pool) -> str | None:
 
 
 def test_1000_tasks_survive_three_sigkills_of_busy_workers(client: Client, pool: Pool, wait_for, figures) -> None:
+    expected = submit_squares(client, 1000, 0.02)  # a backlog first, so the kills land mid-run
     pool.start(3)
     wait_for(live_workers(client, 3), timeout=60, what="3 workers")
-    expected = submit_squares(client, 1000, 0.01)
     killed = []
     for _ in range(3):
         victim = wait_for(lambda: busy_worker(client, pool), timeout=30, what="a busy worker")
@@ -107,9 +107,9 @@ def test_1000_tasks_survive_three_sigkills_of_busy_workers(client: Client, pool:
 def test_tasks_survive_a_service_restart_mid_run(
     service: str, owned: Config, client: Client, pool: Pool, wait_for, figures
 ) -> None:
+    expected = submit_squares(client, 300, 0.02)
     pool.start(3)
     wait_for(live_workers(client, 3), timeout=60, what="3 workers")
-    expected = submit_squares(client, 300, 0.02)
     time.sleep(0.5)
     done_before = audit(client.backend, expected).succeeded
     services.stop(owned, service)
