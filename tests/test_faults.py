@@ -107,10 +107,9 @@ def test_1000_tasks_survive_three_sigkills_of_busy_workers(client: Client, pool:
 def test_tasks_survive_a_service_restart_mid_run(
     service: str, owned: Config, client: Client, pool: Pool, wait_for, figures
 ) -> None:
-    expected = submit_squares(client, 300, 0.02)
+    expected = submit_squares(client, 300, 0.05)  # about 5 s of work for 3 workers
     pool.start(3)
     wait_for(live_workers(client, 3), timeout=60, what="3 workers")
-    time.sleep(0.5)
     done_before = audit(client.backend, expected).succeeded
     services.stop(owned, service)
     time.sleep(3)
