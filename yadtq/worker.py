@@ -224,7 +224,7 @@ class Worker:
             )
             status = TaskStatus.SUCCESS.value
         else:
-            reason = {"error": "error", "timeout": "timeout", "crashed": "crashed"}[outcome.kind]
+            reason = outcome.kind  # error | timeout | crashed
             max_retries = self.config.max_retries if msg.max_retries is None else msg.max_retries
             retryable = outcome.kind == "crashed" or msg.retry_errors
             if retryable and attempt <= max_retries:
