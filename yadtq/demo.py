@@ -56,6 +56,7 @@ def run_demo(config: Config, workers: int = 3, tasks: int = 30) -> None:
         print("\nTasks (newest first):")
         print(render(frame[["id", "op", "args", "status", "result", "error", "worker", "attempts"]], width=28))
         print(f"\n{tasks - failed} succeeded, {failed} failed (division by zero, on purpose).")
+        time.sleep(config.heartbeat_interval * 1.5)  # one more heartbeat, so states are current
         print("\nWorkers:")
         frame = client.workers()
         frame = frame[frame["name"].isin(names)]
