@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -97,9 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
-    logging.getLogger("kafka").setLevel(os.environ.get("YADTQ_KAFKA_LOG_LEVEL", "ERROR"))
     try:
         config = Config.from_env(namespace=args.namespace)
+        logging.getLogger("kafka").setLevel(config.kafka_log_level.upper())
         return COMMANDS[args.command](config, args) or 0
     except YadtqError as exc:
         print(f"yadtq: {exc}", file=sys.stderr)

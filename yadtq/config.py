@@ -76,6 +76,9 @@ class Config:
     #: and while Redis is down, so this bounds one loop iteration, never the length of a task.
     max_poll_interval: float = 20.0
 
+    #: Log level of the kafka-python library in `yadtq` commands (DEBUG to see the group protocol).
+    kafka_log_level: str = "ERROR"
+
     # --- client behaviour -------------------------------------------------------------------
     #: How long submit() waits for Kafka's acknowledgement or Redis before raising.
     submit_timeout: float = 10.0
@@ -157,6 +160,8 @@ class Config:
             raise ConfigError("time_limit and submit_timeout must be positive")
         if self.max_retries < 0:
             raise ConfigError("max_retries cannot be negative")
+        if self.kafka_log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ConfigError(f"kafka_log_level {self.kafka_log_level!r} is not a logging level")
 
     def to_env(self) -> dict[str, str]:
         """The ``YADTQ_*`` variables that recreate this config in a child process."""
