@@ -63,7 +63,8 @@ class Broker:
         self._topics_ready = True
 
     def group_members(self) -> set[str] | None:
-        """Client ids (worker names) in the settled worker group; None while it rebalances or on error."""
+        """Client ids (worker names) in the worker group once settled (an empty group counts as settled);
+        None while it rebalances, or on error."""
         try:
             admin = KafkaAdminClient(
                 **self.config.kafka_options(), request_timeout_ms=5_000, bootstrap_timeout_ms=5_000
@@ -76,8 +77,8 @@ class Broker:
             return None
         finally:
             admin.close()
-        if group.get("group_state") != "Stable":
-            return None
+        if group.get("group_state") not in ("Stable", "Empty", "Dead"):
+            return None  # a rebalance is under way: its member list is not final
         return {member["client_id"] for member in group.get("members", [])}
 
     def delete_topics(self) -> None:
