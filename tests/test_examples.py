@@ -31,11 +31,19 @@ def run(config: Config, *args: str, **kwargs: object) -> subprocess.Popen[str]:
 
 def test_producer_worker_and_query_examples(config: Config, client: Client, wait_for) -> None:
     worker = run(config, "examples/worker.py", "example-worker")
+    producer = run(config, "examples/producer.py", "--wait")
     try:
-        producer = run(config, "examples/producer.py", "--wait")
         out, _ = producer.communicate(timeout=120)
-        assert producer.returncode == 0, out
-        assert "add(2, 3) = 5" in out and "div(1, 0) failed: ZeroDivisionError" in out
+    except subprocess.TimeoutExpired:
+        producer.kill()
+        out, _ = producer.communicate(timeout=10)
+    finally:
+        if producer.returncode != 0:  # show what the worker did, too
+            worker.send_signal(signal.SIGTERM)
+            log, _ = worker.communicate(timeout=60)
+            pytest.fail(f"producer exited {producer.returncode}:\n{out}\nworker log:\n{log}")
+    assert "add(2, 3) = 5" in out and "div(1, 0) failed: ZeroDivisionError" in out
+    try:
         query = run(config, "examples/query_tasks.py")
         table, _ = query.communicate(timeout=60)
         assert "fibonacci" in table and "example-worker" in table
