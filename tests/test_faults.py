@@ -71,9 +71,11 @@ def busy_worker(client: Client, pool: Pool) -> str | None:
 
 
 def test_1000_tasks_survive_three_sigkills_of_busy_workers(client: Client, pool: Pool, wait_for, figures) -> None:
-    expected = submit_squares(client, 1000, 0.02)  # a backlog first, so the kills land mid-run
     pool.start(3)
     wait_for(live_workers(client, 3), timeout=60, what="3 workers")
+    # Submitting (~400/s) outpaces 3 workers on 20 ms tasks (~100/s): a backlog builds, and the
+    # kills below land mid-run.
+    expected = submit_squares(client, 1000, 0.02)
     killed = []
     for _ in range(3):
         victim = wait_for(lambda: busy_worker(client, pool), timeout=30, what="a busy worker")
@@ -107,9 +109,9 @@ def test_1000_tasks_survive_three_sigkills_of_busy_workers(client: Client, pool:
 def test_tasks_survive_a_service_restart_mid_run(
     service: str, owned: Config, client: Client, pool: Pool, wait_for, figures
 ) -> None:
-    expected = submit_squares(client, 300, 0.05)  # about 5 s of work for 3 workers
     pool.start(3)
     wait_for(live_workers(client, 3), timeout=60, what="3 workers")
+    expected = submit_squares(client, 300, 0.05)  # about 5 s of work for 3 workers
     done_before = audit(client.backend, expected).succeeded
     services.stop(owned, service)
     time.sleep(3)

@@ -113,7 +113,7 @@ class Worker:
         if self.partitions or self._unassigned_since is None:
             self._unassigned_since = None if self.partitions else now
             return False
-        if now - self._unassigned_since < 3 * self.config.session_timeout + 5:
+        if now - self._unassigned_since < 2 * self.config.session_timeout:
             return False
         self._unassigned_since = now  # ask Kafka at most once per window
         members = self.broker.group_members()
