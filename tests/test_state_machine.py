@@ -105,6 +105,19 @@ def test_retry_schedules_and_due_retries_lease_the_message(backend: Backend) -> 
     assert backend.claim(msg, "a").attempt == 2
 
 
+def test_a_retry_that_fails_again_at_once_is_scheduled_again(backend: Backend) -> None:
+    """The republish of a due retry and its next failure can interleave; the new schedule must survive."""
+    msg = TaskMessage(op="add", args=[1, 2])
+    backend.submit(msg)
+    beat(backend, "a")
+    first = backend.claim(msg, "a")
+    backend.retry(msg.id, "a", first.attempt, 0.0, "boom", "error")
+    assert backend.due_retries(lease=60)  # handed out, leased
+    second = backend.claim(msg, "a")  # claimed at once, fails at once
+    backend.retry(msg.id, "a", second.attempt, 0.0, "boom", "error")
+    assert [TaskMessage.decode(m).id for m in backend.due_retries(lease=60)] == [msg.id]
+
+
 def test_cancel_only_before_the_start(backend: Backend) -> None:
     queued, started = TaskMessage(op="add", args=[1, 2]), TaskMessage(op="add", args=[3, 4])
     backend.submit(queued)

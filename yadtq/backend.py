@@ -193,12 +193,12 @@ class Backend:
         )
 
     @guarded
-    def due_retries(self, lease: float = 30.0) -> list[str]:
+    def due_retries(self, lease: float = 60.0) -> list[str]:
+        """Messages whose retry is due. Each stays scheduled, leased for ``lease`` seconds: the claim
+        removes it, and if nobody claims it by then (the publish failed, or a long backlog) it is
+        handed out again; the claim script turns any extra copy into a skip. Removing it here after
+        publishing instead would race with a fast claim-fail-reschedule and lose the new schedule."""
         return list(self._run("due", time.time(), lease))
-
-    @guarded
-    def unschedule(self, task_id: str) -> None:
-        self.redis.zrem(self.keys.scheduled, task_id)
 
     # --- reads -------------------------------------------------------------------------------
     @guarded

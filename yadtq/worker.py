@@ -345,10 +345,9 @@ class Worker:
             msg = TaskMessage.decode(raw, max(self.config.max_message_bytes, len(raw)))
             try:
                 self.broker.publish(raw.encode(), key=msg.id, partition=partition)
-                self.backend.unschedule(msg.id)
                 log.info("%s: %s %s", self.name, why, msg.id)
             except ServiceUnavailable as exc:
-                log.warning("%s: could not publish %s again (%s); Kafka will redeliver it", self.name, msg.id, exc)
+                log.warning("%s: could not publish %s again (%s); the next pass retries it", self.name, msg.id, exc)
 
 
 class _Listener(ConsumerRebalanceListener):
