@@ -196,9 +196,13 @@ def test_cli_bad_input_exits_non_zero_with_one_line(config: Config, client: Clie
 def test_workers_beyond_the_partition_count_sit_idle(make_config, tmp_path, wait_for) -> None:
     config = make_config(partitions=2)
     with Client(config) as client, Pool(config, log_dir=tmp_path) as pool:
-        pool.start(3)
+        names = {w.name for w in pool.start(3)}
         wait_for(
-            lambda: sorted(client.workers()["state"]) == ["idle", "idle", "idle (no partition)"],
+            # all three in Kafka's settled group (so the assignment is final), one of them without a partition
+            lambda: (
+                client.broker.group_members() == names
+                and sorted(client.workers()["state"]) == ["idle", "idle", "idle (no partition)"]
+            ),
             timeout=60,
             what="two workers with partitions and one without",
         )
