@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
@@ -36,67 +38,59 @@ class Broker:
         if self._topics_ready:
             return
         timeout_ms = int(self.config.submit_timeout * 1000)
+        wanted = {self.config.task_topic: self.config.partitions, self.config.dead_letter_topic: 1}
         try:
-            admin = KafkaAdminClient(
-                **self.config.kafka_options(), request_timeout_ms=timeout_ms, bootstrap_timeout_ms=timeout_ms
-            )
+            with self._admin(timeout_ms) as admin:
+                existing = set(admin.list_topics())
+                missing = [NewTopic(name, n, 1) for name, n in wanted.items() if name not in existing]
+                if missing:
+                    try:
+                        admin.create_topics(missing, timeout_ms=timeout_ms)
+                    except TopicAlreadyExistsError:
+                        pass  # another process won the race
+                else:
+                    described = admin.describe_topics([self.config.task_topic])
+                    have = len(described[0]["partitions"]) if described else self.config.partitions
+                    if have < self.config.partitions:
+                        admin.create_partitions({self.config.task_topic: NewPartitions(self.config.partitions)})
         except KafkaError as exc:
             raise self._unavailable(exc) from None
-        try:
-            wanted = {self.config.task_topic: self.config.partitions, self.config.dead_letter_topic: 1}
-            existing = set(admin.list_topics())
-            missing = [NewTopic(name, n, 1) for name, n in wanted.items() if name not in existing]
-            if missing:
-                try:
-                    admin.create_topics(missing, timeout_ms=timeout_ms)
-                except TopicAlreadyExistsError:
-                    pass  # another process won the race
-            else:
-                described = admin.describe_topics([self.config.task_topic])
-                have = len(described[0]["partitions"]) if described else self.config.partitions
-                if have < self.config.partitions:
-                    admin.create_partitions({self.config.task_topic: NewPartitions(self.config.partitions)})
-        except KafkaError as exc:
-            raise self._unavailable(exc) from None
-        finally:
-            admin.close()
         self._topics_ready = True
 
     def group_members(self) -> set[str] | None:
         """Client ids (worker names) in the worker group once settled (an empty group counts as settled);
         None while it rebalances, or on error."""
         try:
-            admin = KafkaAdminClient(
-                **self.config.kafka_options(), request_timeout_ms=5_000, bootstrap_timeout_ms=5_000
-            )
+            with self._admin(5_000) as admin:
+                group = admin.describe_groups([self.config.group_id]).get(self.config.group_id) or {}
         except KafkaError:
             return None
-        try:
-            group = admin.describe_groups([self.config.group_id]).get(self.config.group_id) or {}
-        except KafkaError:
-            return None
-        finally:
-            admin.close()
         if group.get("group_state") not in ("Stable", "Empty", "Dead"):
             return None  # a rebalance is under way: its member list is not final
         return {member["client_id"] for member in group.get("members", [])}
 
     def delete_topics(self) -> None:
         """Remove this namespace's topics and consumer group (tests and lab runs clean up with it)."""
-        admin = KafkaAdminClient(**self.config.kafka_options(), request_timeout_ms=10_000)
-        try:
-            names = [
-                t
-                for t in (self.config.task_topic, self.config.dead_letter_topic, self.config.events_topic)
-                if t in set(admin.list_topics())
-            ]
+        with self._admin(10_000) as admin:
+            existing = set(admin.list_topics())
+            ours = (self.config.task_topic, self.config.dead_letter_topic, self.config.events_topic)
+            names = [t for t in ours if t in existing]
             if names:
                 admin.delete_topics(names, timeout_ms=10_000)
             if any(g["group_id"] == self.config.group_id for g in admin.list_groups()):
                 admin.delete_groups([self.config.group_id])
+        self._topics_ready = False
+
+    @contextmanager
+    def _admin(self, timeout_ms: int) -> Iterator[KafkaAdminClient]:
+        """An admin client that gives up after ``timeout_ms`` and is always closed."""
+        admin = KafkaAdminClient(
+            **self.config.kafka_options(), request_timeout_ms=timeout_ms, bootstrap_timeout_ms=timeout_ms
+        )
+        try:
+            yield admin
         finally:
             admin.close()
-        self._topics_ready = False
 
     # --- producing -----------------------------------------------------------------------------
     @property

@@ -326,8 +326,8 @@ class Worker:
                 # Only judge others after beating for a whole timeout ourselves: right after a
                 # Redis outage every worker looks silent, and none of them is dead.
                 if time.monotonic() - beating_since > self.config.heartbeat_timeout:
-                    self._requeue(self.backend.reap(), "requeued from a dead worker")
-                self._requeue(self.backend.due_retries(), "retry")
+                    self._requeue(self.backend.reap(), "requeued from a dead worker", "Kafka redelivers it")
+                self._requeue(self.backend.due_retries(), "retry", "its lease hands it out again")
                 emit(self.hooks, "heartbeat", self)
                 warned = False
             except ServiceUnavailable as exc:
@@ -336,9 +336,10 @@ class Worker:
                     log.warning("%s: heartbeat failed: %s", self.name, exc)
                     warned = True
 
-    def _requeue(self, messages: list[str], why: str) -> None:
+    def _requeue(self, messages: list[str], why: str, fallback: str) -> None:
         """Publish messages again, onto one of our own partitions: a dead worker's partitions are not
-        reassigned until Kafka's session timeout, and we are alive right now."""
+        reassigned until Kafka's session timeout, and we are alive right now. ``fallback`` says what
+        recovers a message whose publish fails."""
         for raw in messages:
             mine = sorted(self.partitions)
             partition = random.choice(mine) if mine else None
@@ -347,7 +348,7 @@ class Worker:
                 self.broker.publish(raw.encode(), key=msg.id, partition=partition)
                 log.info("%s: %s %s", self.name, why, msg.id)
             except ServiceUnavailable as exc:
-                log.warning("%s: could not publish %s again (%s); the next pass retries it", self.name, msg.id, exc)
+                log.warning("%s: could not publish %s again (%s); %s", self.name, msg.id, exc, fallback)
 
 
 class _Listener(ConsumerRebalanceListener):
