@@ -88,8 +88,11 @@ def test_a_duplicate_message_runs_the_task_once(config: Config, client: Client, 
     assert client.handle(msg.id).history() == history
 
 
-def test_a_task_longer_than_max_poll_interval_keeps_its_worker(make_config, tmp_path, wait_for):
-    config = make_config(max_poll_interval=2.0)
+@pytest.mark.parametrize("shed_after", [0.0, 2.0], ids=["keeps-partitions", "sheds-partitions"])
+def test_a_task_longer_than_max_poll_interval_keeps_its_worker(make_config, tmp_path, wait_for, shed_after):
+    """The task runs once however long it takes. Without shedding the group does not change at all;
+    with it, the busy worker hands its partitions over and gets a share back once it is free."""
+    config = make_config(max_poll_interval=2.0, shed_after=shed_after)
     with Client(config) as client, Pool(config, log_dir=tmp_path) as pool:
         pool.start(2)
         wait_for(live_workers(client, 2), timeout=60, what="2 workers")
@@ -99,8 +102,17 @@ def test_a_task_longer_than_max_poll_interval_keeps_its_worker(make_config, tmp_
         assert handle.result(timeout=60) == 6.0
         assert handle.info()["attempts"] == 1  # type: ignore[index]
         assert [h["status"] for h in handle.history()] == ["queued", "processing", "success"]
-        time.sleep(config.heartbeat_interval * 2)  # the next heartbeat carries the counters
-        assert client.workers().set_index("name")[["partitions", "rebalances"]].to_dict() == before
+        if not shed_after:
+            time.sleep(config.heartbeat_interval * 2)  # the next heartbeat carries the counters
+            assert client.workers().set_index("name")[["partitions", "rebalances"]].to_dict() == before
+        else:
+            runner = handle.info()["worker"]  # type: ignore[index]
+            wait_for(
+                lambda: client.workers().set_index("name")["rebalances"][runner] >= before["rebalances"][runner] + 2,
+                timeout=20,
+                what="the busy worker to shed its partitions and ask for them again",
+            )
+            wait_for(live_workers(client, 2), timeout=20, what="both workers to own partitions again")
 
 
 def test_sigterm_finishes_a_short_task_and_hands_back_a_long_one(make_config, tmp_path, wait_for):

@@ -53,6 +53,20 @@ class Claim:
         return int(self.detail) if self.outcome == "claimed" else 0
 
 
+@dataclass(frozen=True)
+class Settlement:
+    """One outcome as a worker stores it: ``status`` SUCCESS or FAILED finishes the task, RETRYING
+    schedules another attempt after ``delay`` seconds, QUEUED hands it back (``error`` is the note)."""
+
+    task_id: str
+    attempt: int
+    status: TaskStatus
+    result: Any = None
+    error: str = ""
+    reason: str = ""
+    delay: float = 0.0
+
+
 class Backend:
     def __init__(self, config: Config, client: redis.Redis | None = None) -> None:
         self.config = config
@@ -90,14 +104,29 @@ class Backend:
         return bool(self._run("unsubmit", task_id))
 
     @guarded
-    def claim(self, msg: TaskMessage, worker: str) -> Claim:
+    def claim(self, msg: TaskMessage, worker: str, mode: str = "") -> Claim:
         """Atomically take a task for ``worker``, or learn why not (see scripts.CLAIM)."""
-        outcome, detail = self._run(
-            "claim", msg.id, worker, time.time(), self.config.heartbeat_timeout, *self._fields(msg)[1:]
-        )
+        outcome, detail = self._run("claim", *self._claim_args(msg, worker, mode))
         return Claim(outcome, str(detail))
 
     @guarded
+    def exchange(
+        self, worker: str, settlements: list[Settlement], claims: list[TaskMessage], mode: str = ""
+    ) -> tuple[list[bool], list[Claim]]:
+        """Store outcomes and claim the next tasks in one round trip (a pipeline of the same atomic
+        scripts): a busy worker pays one Redis round trip per batch, not two per task.
+        Returns, in order, whether each outcome was stored and each claim's decision."""
+        pipe = self.redis.pipeline(transaction=False)
+        for settlement in settlements:
+            name, argv = self._settle_args(worker, settlement)
+            self._scripts[name](args=[self.ns, *argv], client=pipe)
+        for msg in claims:
+            self._scripts["claim"](args=[self.ns, *self._claim_args(msg, worker, mode)], client=pipe)
+        replies = pipe.execute() if settlements or claims else []
+        stored = [bool(r) for r in replies[: len(settlements)]]
+        decided = [Claim(outcome, str(detail)) for outcome, detail in replies[len(settlements) :]]
+        return stored, decided
+
     def finish(
         self,
         task_id: str,
@@ -109,31 +138,19 @@ class Backend:
         reason: str = "",
     ) -> bool:
         """Store the outcome; False when this worker no longer holds the attempt (it was reassigned)."""
-        encoded = json.dumps(result) if status is TaskStatus.SUCCESS else ""
-        return bool(
-            self._run(
-                "finish",
-                task_id,
-                worker,
-                attempt,
-                status.value,
-                encoded,
-                error,
-                reason,
-                time.time(),
-                self.config.result_ttl,
-            )
-        )
+        return self.settle(worker, Settlement(task_id, attempt, status, result, error, reason))
 
-    @guarded
     def retry(self, task_id: str, worker: str, attempt: int, delay: float, error: str, reason: str) -> bool:
-        now = time.time()
-        return bool(self._run("retry", task_id, worker, attempt, now + delay, error, reason, now))
+        return self.settle(worker, Settlement(task_id, attempt, TaskStatus.RETRYING, None, error, reason, delay))
 
-    @guarded
     def release(self, task_id: str, worker: str, attempt: int, note: str) -> bool:
         """Hand a task back to the queue (graceful shutdown); Kafka redelivers its message."""
-        return bool(self._run("release", task_id, worker, attempt, time.time(), note))
+        return self.settle(worker, Settlement(task_id, attempt, TaskStatus.QUEUED, error=note))
+
+    @guarded
+    def settle(self, worker: str, settlement: Settlement) -> bool:
+        name, argv = self._settle_args(worker, settlement)
+        return bool(self._run(name, *argv))
 
     @guarded
     def cancel(self, task_id: str) -> str:
@@ -264,6 +281,29 @@ class Backend:
         return removed
 
     # --- helpers -----------------------------------------------------------------------------
+    def _claim_args(self, msg: TaskMessage, worker: str, mode: str) -> list[Any]:
+        return [msg.id, worker, time.time(), self.config.heartbeat_timeout, *self._fields(msg)[1:], mode]
+
+    def _settle_args(self, worker: str, s: Settlement) -> tuple[str, list[Any]]:
+        """The script and arguments that store one outcome: FINISH, RETRY (with its due time) or RELEASE."""
+        now = time.time()
+        if s.status is TaskStatus.RETRYING:
+            return "retry", [s.task_id, worker, s.attempt, now + s.delay, s.error, s.reason, now]
+        if s.status is TaskStatus.QUEUED:
+            return "release", [s.task_id, worker, s.attempt, now, s.error]
+        encoded = json.dumps(s.result) if s.status is TaskStatus.SUCCESS else ""
+        return "finish", [
+            s.task_id,
+            worker,
+            s.attempt,
+            s.status.value,
+            encoded,
+            s.error,
+            s.reason,
+            now,
+            self.config.result_ttl,
+        ]
+
     def _fields(self, msg: TaskMessage) -> list[Any]:
         max_retries = self.config.max_retries if msg.max_retries is None else msg.max_retries
         return [

@@ -145,8 +145,11 @@ class Broker:
                 self._producer = None
 
     # --- consuming -----------------------------------------------------------------------------
-    def consumer(self, client_id: str, listener: Any = None) -> KafkaConsumer:
-        """The group consumer of a worker: manual commits, one record at a time."""
+    def consumer(
+        self, client_id: str, listener: Any = None, assignor: Any = None, max_poll_records: int = 500
+    ) -> KafkaConsumer:
+        """The group consumer of a worker: manual commits, ``assignor`` deciding who gets which partition."""
+        strategy = {"partition_assignment_strategy": [assignor]} if assignor is not None else {}
         session_ms = int(self.config.session_timeout * 1000)
         consumer = KafkaConsumer(
             **self.config.kafka_options(),
@@ -154,7 +157,7 @@ class Broker:
             client_id=client_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            max_poll_records=1,
+            max_poll_records=max_poll_records,
             session_timeout_ms=session_ms,
             heartbeat_interval_ms=max(100, session_ms // 3),
             max_poll_interval_ms=int(self.config.max_poll_interval * 1000),
@@ -164,6 +167,7 @@ class Broker:
             request_timeout_ms=5_000,
             bootstrap_timeout_ms=int(self.config.submit_timeout * 1000),
             allow_auto_create_topics=False,
+            **strategy,
         )
         consumer.subscribe([self.config.task_topic], listener=listener)
         return consumer
@@ -172,17 +176,36 @@ class Broker:
         return ServiceUnavailable(f"Kafka at {self.config.kafka_bootstrap} is unavailable: {type(exc).__name__}: {exc}")
 
 
-def commit(consumer: KafkaConsumer, topic: str, partition: int, offset: int) -> bool:
-    """Commit that ``offset`` is done; False (and a log line) when Kafka refused it.
+def request_rejoin(consumer: KafkaConsumer) -> None:
+    """Make the consumer rejoin its group at its next poll (so that it announces new free slots).
+
+    kafka-python has no public call for this (the Java client's ``enforceRebalance``); its
+    coordinator's ``request_rejoin`` is what a metadata change calls.
+    """
+    consumer._coordinator.request_rejoin()
+
+
+def commit(consumer: KafkaConsumer, topic: str, points: dict[int, int], wait: bool = False) -> bool:
+    """Commit ``points`` (partition -> next offset to read); False (and a log line) when Kafka refused.
 
     A refused commit is harmless: the message comes back to some worker, and the claim script
-    sees its task already finished and skips it.
+    sees its task already finished and skips it. Without ``wait`` the commit is sent and the
+    consumer goes on polling; its answer is only logged.
     """
+    if not points:
+        return True
+    offsets = {TopicPartition(topic, p): OffsetAndMetadata(o, "", -1) for p, o in points.items()}
     try:
-        consumer.commit({TopicPartition(topic, partition): OffsetAndMetadata(offset + 1, "", -1)})
+        if wait:
+            consumer.commit(offsets)
+        else:
+            consumer.commit_async(offsets, callback=_log_refused)
         return True
     except KafkaError as exc:
-        log.warning(
-            "commit of %s[%d]@%d failed (%s); the message may be seen again and skipped", topic, partition, offset, exc
-        )
+        _log_refused(offsets, exc)
         return False
+
+
+def _log_refused(offsets: Any, result: Any) -> None:
+    if isinstance(result, Exception):
+        log.warning("commit of %s failed (%s); those messages may be seen again and skipped", offsets, result)

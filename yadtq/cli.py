@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from yadtq.config import Config
+from yadtq.config import DELIVERY_MODES, Config
 from yadtq.errors import (
     ConfigError,
     InvalidTask,
@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="run a worker in this terminal until Ctrl-C / SIGTERM")
     p.add_argument("--name", help="worker name (default: host-pid)")
     p.add_argument("--max-tasks", type=int, help="exit after this many messages")
+    p.add_argument("--concurrency", type=int, help="tasks run at once, each in its own process (default 1)")
+    p.add_argument("--delivery", choices=DELIVERY_MODES, help="delivery semantics (default effectively_once)")
     p = sub.add_parser("submit", help="submit a task, e.g. `yadtq submit add 2 3 --wait`")
     p.add_argument("op", help="operation name (see `yadtq ops`)")
     p.add_argument("args", nargs="*", help="arguments, as JSON where they parse (2, 2.5, [1,2,3])")
@@ -92,13 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO if args.command == "worker" else logging.WARNING,
+        level=logging.WARNING,
         format="%(asctime)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
     try:
         config = Config.from_env(namespace=args.namespace)
         logging.getLogger("kafka").setLevel(config.kafka_log_level.upper())
+        if args.command == "worker":
+            logging.getLogger("yadtq").setLevel(config.log_level.upper())
         return COMMANDS[args.command](config, args) or 0
     except YadtqError as exc:
         print(f"yadtq: {exc}", file=sys.stderr)
@@ -125,6 +129,9 @@ def cmd_down(config: Config, args: argparse.Namespace) -> int:
 def cmd_worker(config: Config, args: argparse.Namespace) -> int:
     from yadtq.worker import Worker
 
+    config = config.replace(
+        **{k: v for k, v in (("concurrency", args.concurrency), ("delivery", args.delivery)) if v is not None}
+    )
     worker = Worker(config, name=args.name)
     worker.install_signal_handlers()
     worker.run(max_tasks=args.max_tasks)

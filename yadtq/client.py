@@ -201,7 +201,7 @@ class Client:
             late = now - (row.get("last_heartbeat") or 0) > self.config.heartbeat_timeout
             if row.get("state") in ("idle", "busy", "starting") and late:
                 row["state"] = "unresponsive"
-            if row.get("state") in ("idle", "busy") and not row.get("partitions"):
+            if row.get("state") == "idle" and not row.get("partitions"):
                 row["state"] = "idle (no partition)"
         return _frame(rows, WORKER_COLUMNS, ("last_heartbeat", "started_at"))
 

@@ -22,6 +22,7 @@ from typing import Any
 from yadtq.errors import ConfigError
 
 ENV_PREFIX = "YADTQ_"
+DELIVERY_MODES = ("effectively_once", "at_least_once", "at_most_once")
 
 
 def _default_home() -> Path:
@@ -75,7 +76,21 @@ class Config:
     #: Kafka's max.poll.interval (also the rebalance timeout): the worker polls while a task runs
     #: and while Redis is down, so this bounds one loop iteration, never the length of a task.
     max_poll_interval: float = 20.0
+    #: Tasks one worker runs at once, each in its own executor process (``yadtq worker --concurrency``).
+    concurrency: int = 1
+    #: When the offset of a message is committed relative to running it: ``effectively_once`` (claim
+    #: in Redis, run, store, then commit; a redelivery of a finished task is skipped), ``at_least_once``
+    #: (run, store, commit; every delivery runs) or ``at_most_once`` (commit, then run; a crash loses
+    #: the task). The lab compares them; only the default is a sound choice for real work.
+    delivery: str = "effectively_once"
+    #: Messages a worker fetches ahead of its free slots, so that it never waits on Kafka between tasks.
+    prefetch: int = 64
+    #: A worker whose every slot has been busy this long hands its partitions to free workers (one
+    #: rebalance), and asks for partitions again once a slot is free; 0 turns this off.
+    shed_after: float = 2.0
 
+    #: Log level of a worker's own lines (INFO: one line per task; WARNING for benchmarks).
+    log_level: str = "INFO"
     #: Log level of the kafka-python library in `yadtq` commands (DEBUG to see the group protocol).
     kafka_log_level: str = "ERROR"
 
@@ -160,8 +175,15 @@ class Config:
             raise ConfigError("time_limit and submit_timeout must be positive")
         if self.max_retries < 0:
             raise ConfigError("max_retries cannot be negative")
-        if self.kafka_log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-            raise ConfigError(f"kafka_log_level {self.kafka_log_level!r} is not a logging level")
+        if self.concurrency < 1 or self.prefetch < 1:
+            raise ConfigError("concurrency and prefetch must be at least 1")
+        if self.delivery not in DELIVERY_MODES:
+            raise ConfigError(f"delivery {self.delivery!r} must be one of {', '.join(DELIVERY_MODES)}")
+        if self.shed_after < 0:
+            raise ConfigError("shed_after cannot be negative (0 turns it off)")
+        for name in ("log_level", "kafka_log_level"):
+            if getattr(self, name).upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+                raise ConfigError(f"{name} {getattr(self, name)!r} is not a logging level")
 
     def to_env(self) -> dict[str, str]:
         """The ``YADTQ_*`` variables that recreate this config in a child process."""

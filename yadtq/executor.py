@@ -1,8 +1,8 @@
 """Runs operations in a child process, so that a task can be stopped without stopping its worker.
 
 A Python thread cannot be killed, and a task that loops forever or segfaults must not take the
-worker (its heartbeats, its Kafka membership, its other tasks) down with it. So each worker keeps one
-long-lived child process and sends it one task at a time over a pipe, as JSON. On a time limit the
+worker (its heartbeats, its Kafka membership, its other tasks) down with it. So each slot of a worker
+keeps one long-lived child process and sends it one task at a time over a pipe, as JSON. On a time limit the
 child is killed and a fresh one started; if the child dies on its own, that is an infrastructure
 failure (retried), not an error of the operation.
 """
@@ -43,6 +43,11 @@ class Executor:
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
+
+    @property
+    def connection(self) -> Connection | None:
+        """Readable when an outcome is ready or the child died: for ``multiprocessing.connection.wait``."""
+        return self._conn
 
     def start(self) -> None:
         if self._proc is not None and self._proc.is_alive():

@@ -70,10 +70,13 @@ redis.call('ZREM', ns .. ':tasks', id)
 return 1
 """
 
-#: ARGV: ns, id, worker, now, heartbeat_timeout, op, args, kwargs, submitted_at, message, max_retries
+#: ARGV: ns, id, worker, now, heartbeat_timeout, op, args, kwargs, submitted_at, message, max_retries, mode
 #: -> {'claimed', attempt} | {'done', status} | {'busy', owner} | {'gave_up', attempts}
+#: ``mode`` is the worker's delivery semantics: '' (effectively once: skip what is final or held
+#: by a live worker), 'force' (at least once: claim every delivery, no dedupe) or 'once' (at most
+#: once: no retries, so the reaper fails rather than requeues the task of a dead worker).
 CLAIM = """
-local ns, id, me, now, timeout = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local ns, id, me, now, timeout, mode = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[12]
 local tkey = ns .. ':task:' .. id
 local st = redis.call('HMGET', tkey, 'status', 'worker', 'attempts', 'max_retries')
 local status, owner, attempts, max_retries = st[1], st[2], tonumber(st[3] or '0'), tonumber(st[4] or ARGV[11])
@@ -82,8 +85,10 @@ if not status then
   create(ns, id, ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[4])
   status, attempts, max_retries = 'queued', 0, tonumber(ARGV[11])
 end
+if mode == 'force' then status = 'queued' end
 if status == 'success' or status == 'failed' or status == 'cancelled' then return {'done', status} end
 local note = nil
+if mode == 'once' then redis.call('HSET', tkey, 'max_retries', 0) end
 if status == 'processing' and owner and owner ~= '' then
   local beat = tonumber(redis.call('ZSCORE', ns .. ':workers', owner) or '0')
   if owner ~= me and now - beat <= timeout then return {'busy', owner} end

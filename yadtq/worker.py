@@ -1,15 +1,20 @@
-"""A worker: one process, one member of the Kafka consumer group, one task at a time.
+"""A worker: one process, one member of the Kafka consumer group, ``concurrency`` tasks at a time.
 
-The loop, for each message: **decode -> claim -> execute -> store -> commit**. The offset is
-committed only after the outcome is in Redis, so a worker that dies at any point leaves its
-message uncommitted and Kafka hands it to another worker; the claim script makes sure a task
-already finished is not run again. While a task runs (in the executor's child process) the main
-thread pauses its partitions and keeps polling, so Kafka never thinks a busy worker is dead, however
-long the task takes.
+Each message goes through **decode -> claim -> execute -> store -> commit**. The offset is committed
+only after the outcome is in Redis, so a worker that dies at any point leaves its message uncommitted
+and Kafka hands it to another worker; the claim script makes sure a task already finished is not
+run again.
 
-A heartbeat thread writes the worker's state to Redis every ``heartbeat_interval`` and runs two
-maintenance jobs that any live worker can do: the reaper (requeue the task of a worker that stopped
-heartbeating, without waiting for Kafka's session timeout) and the retry scheduler.
+Three threads, each with one job:
+
+- the **consumer** (this module's loop, the main thread) is the only one that touches the Kafka
+  consumer. It polls all the time, so the group never waits for this worker and a rebalance always
+  completes; it feeds fetched messages to the runner, commits what the :class:`OffsetLedger` says is
+  settled, and hands its partitions to free workers while every slot is busy (see ``assignor.py``);
+- the **runner** (``runner.py``) claims, executes in child processes and stores outcomes;
+- the **heartbeat** writes the worker's state to Redis every ``heartbeat_interval`` and runs two
+  maintenance jobs any live worker can do: the reaper (requeue the task of a worker that stopped
+  heartbeating, without waiting for Kafka's session timeout) and the retry scheduler.
 """
 
 from __future__ import annotations
@@ -21,28 +26,31 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer
 from kafka.errors import KafkaError
 
+from yadtq.assignor import CapacityAssignor
 from yadtq.backend import Backend
-from yadtq.broker import Broker, commit
+from yadtq.broker import Broker, commit, request_rejoin
 from yadtq.config import Config
-from yadtq.errors import InvalidTask, MalformedMessage, ServiceUnavailable
+from yadtq.errors import MalformedMessage, ServiceUnavailable
 from yadtq.events import Hooks, emit
-from yadtq.executor import Executor, Outcome
-from yadtq.ops import load_imports, registry
-from yadtq.task import TaskMessage, TaskStatus
+from yadtq.ledger import OffsetLedger
+from yadtq.ops import load_imports
+from yadtq.runner import Delivery, Runner, persist
+from yadtq.task import TaskMessage
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
-#: How long a worker keeps retrying Redis before it gives up and exits (its message is then
-#: redelivered to another worker, so nothing is lost). It polls Kafka meanwhile.
-OUTAGE_LIMIT = 120.0
-POLL_MS = 200
+#: The consumer's poll timeout. Short, so that commits, stops and sheds happen promptly; a poll
+#: returns at once when messages arrive, so it costs no latency.
+POLL_MS = 100
+#: While fetching is paused for backpressure, poll more often so that it resumes before the runner
+#: runs dry.
+PAUSED_POLL_MS = 10
 
 
 class Worker:
@@ -52,22 +60,39 @@ class Worker:
         self.hooks = list(hooks)
         self.backend = Backend(self.config)
         self.broker = Broker(self.config)
-        self.executor = Executor(self.config.imports)
+        self.ledger = OffsetLedger()
+        self.runner = Runner(self)
         self.state = "starting"
-        self.current: TaskMessage | None = None
         self.partitions: frozenset[int] = frozenset()
-        self.handled = 0
-        #: Partition assignments received from Kafka; a busy worker must not see this grow.
+        #: Partition assignments received from Kafka (one per rebalance this worker took part in).
         self.rebalances = 0
         self.started_at = time.time()
         self._stop = threading.Event()
         self._beating = threading.Event()
         self._consumer: KafkaConsumer | None = None
         self._unassigned_since: float | None = None
+        self._paused = False
+        #: Free slots this worker announced at its last join, and whether it already asked to shed
+        #: its partitions for the current busy spell.
+        self._joined_free = self.config.concurrency
+        self._committed = threading.Condition()
+        self._commit_now = False
+
+    @property
+    def handled(self) -> int:
+        return self.runner.handled
+
+    @property
+    def current(self) -> list[TaskMessage]:
+        return [run.msg for run in list(self.runner.running.values())]
 
     # --- control -----------------------------------------------------------------------------
     def stop(self) -> None:
-        """Ask the loop to stop: it finishes (or, after ``shutdown_grace``, hands back) its task."""
+        """Ask the worker to stop: it finishes (or, after ``shutdown_grace``, hands back) its tasks."""
+        self._stop.set()
+
+    def wake(self) -> None:
+        """The runner stopped (done or failed): the consumer loop notices at its next poll."""
         self._stop.set()
 
     def install_signal_handlers(self) -> None:
@@ -84,30 +109,118 @@ class Worker:
         """Consume until stopped (or ``max_tasks`` messages were handled)."""
         load_imports(self.config.imports)
         self.broker.ensure_topics()
-        self.executor.start()
-        self._consumer = self.broker.consumer(self.name, _Listener(self))
+        self.runner.start()
+        self._consumer = self._subscribe()
         beat = threading.Thread(target=self._heartbeat_loop, name="yadtq-heartbeat", daemon=True)
         self.state = "idle"
-        self._persist(self._beat)  # visible in `yadtq workers` before the first task
+        self._persist_beat()  # visible in `yadtq workers` before the first task
         beat.start()
         emit(self.hooks, "worker_started", self)
-        log.info("%s: consuming %s as part of group %s", self.name, self.config.task_topic, self.config.group_id)
+        log.info(
+            "%s: consuming %s as part of group %s (concurrency %d, %s)",
+            self.name,
+            self.config.task_topic,
+            self.config.group_id,
+            self.config.concurrency,
+            self.config.delivery,
+        )
         try:
-            while not self._stop.is_set() and (max_tasks is None or self.handled < max_tasks):
-                for records in self._consumer.poll(timeout_ms=POLL_MS).values():
-                    for record in records:
-                        self._handle(record)
+            while self.runner.thread.is_alive():
+                if self._stop.is_set() or (max_tasks is not None and self.handled >= max_tasks):
+                    self.runner.stop()
+                self._poll()
+                self._commit()
+                self.state = "busy" if self.runner.running else "idle"
+                self._maybe_shed()
                 if self._stranded():
                     self._rejoin()
+            self._commit()
         finally:
             self._shutdown(beat)
+        if self.runner.error is not None:
+            raise self.runner.error
+
+    def _subscribe(self) -> KafkaConsumer:
+        return self.broker.consumer(
+            self.name, _Listener(self), CapacityAssignor(self._announce_free), max_poll_records=self.config.prefetch
+        )
+
+    def _poll(self) -> None:
+        """Fetch into the runner; pause fetching while it has ``prefetch`` messages waiting."""
+        assert self._consumer is not None
+        stopping = self._stop.is_set()
+        waiting = self.runner.waiting()
+        if not self._paused and (stopping or waiting >= self.config.prefetch):
+            self._consumer.pause(*self._consumer.assignment())
+            self._paused = True
+        elif self._paused and not stopping and waiting < max(1, self.config.prefetch // 2):
+            self._consumer.resume(*self._consumer.assignment())
+            self._paused = False
+        batches = self._consumer.poll(timeout_ms=PAUSED_POLL_MS if self._paused else POLL_MS)
+        deliveries = []
+        for tp, records in batches.items():
+            for record in records:
+                self.ledger.add(tp.partition, record.offset)
+                deliveries.append(Delivery(tp.topic, tp.partition, record.offset, record.value))
+        if deliveries:
+            self.runner.put(deliveries)
+
+    def _commit(self) -> None:
+        """Commit every partition's settled prefix; a refused commit is harmless (see ``commit``)."""
+        assert self._consumer is not None
+        points = self.ledger.commit_points()
+        if points:
+            owned = {tp.partition for tp in self._consumer.assignment()}
+            wait = self.config.delivery == "at_most_once"
+            commit(self._consumer, self.config.task_topic, {p: o for p, o in points.items() if p in owned}, wait)
+        with self._committed:
+            self._commit_now = False
+            self._committed.notify_all()
+
+    def await_commit(self, delivery: Delivery, timeout: float = 5.0) -> None:
+        """Block the runner until the consumer thread has committed past ``delivery`` (at most once:
+        the commit goes before the run)."""
+        with self._committed:
+            self._commit_now = True
+            self._committed.wait_for(lambda: not self._commit_now, timeout)
+
+    def _announce_free(self) -> int:
+        """Free slots, as told to the group's leader at each join (see ``assignor.py``)."""
+        self._joined_free = 0 if self._stop.is_set() else self.runner.free()
+        return self._joined_free
+
+    def _maybe_shed(self) -> None:
+        """Give up partitions this worker cannot serve, and ask for some once it can again.
+
+        Both cost one rebalance of the group, so they happen only for tasks longer than
+        ``shed_after``: a worker whose every slot has been busy that long rejoins announcing no free
+        slot (the leader gives its partitions to free workers); a worker that was shed, holds no
+        partition and has a free slot again rejoins announcing it.
+        """
+        if not self.config.shed_after or self._stop.is_set():
+            return
+        busy_since = self.runner.busy_since()
+        if busy_since is not None:
+            if self._joined_free > 0 and self.partitions and time.monotonic() - busy_since > self.config.shed_after:
+                log.info(
+                    "%s: every slot busy for %gs; handing partitions to free workers", self.name, self.config.shed_after
+                )
+                self._request_rejoin()
+        elif self._joined_free == 0 and not self.partitions:
+            log.info("%s: a slot is free again; asking for partitions", self.name)
+            self._request_rejoin()
+
+    def _request_rejoin(self) -> None:
+        assert self._consumer is not None
+        request_rejoin(self._consumer)
+        self._joined_free = -1  # asked; the next join announces the real figure
 
     def _stranded(self) -> bool:
         """True when Kafka's settled group no longer lists this worker, though it still polls.
 
-        Under CPU load kafka-python can lose a group response and leave the consumer waiting in a
-        rebalance while the group goes on without it: the worker polls, heartbeats to Redis and looks
-        idle, but never gets work. (An idle worker beyond the partition count is a member; fine.)
+        A safety net: a consumer whose group response got lost would otherwise wait in a rebalance
+        the group finished without it, polling and heartbeating to Redis, never getting work. (An
+        idle worker beyond the partition count, or one that handed its partitions over, is a member.)
         """
         now = time.monotonic()
         if self.partitions or self._unassigned_since is None:
@@ -126,16 +239,20 @@ class Worker:
             self._consumer.close(autocommit=False, timeout_ms=2000)
         except KafkaError as exc:
             log.warning("%s: closing the stranded consumer: %s", self.name, exc)
-        self._consumer = self.broker.consumer(self.name, _Listener(self))
+        self._paused = False
+        self._consumer = self._subscribe()
 
     def _shutdown(self, beat: threading.Thread) -> None:
         self.state = "stopping"
+        self.runner.stop()
+        self.runner.thread.join(timeout=self.config.shutdown_grace + 10)
         if self._consumer is not None:
             try:
+                self._commit()
                 self._consumer.close(autocommit=False, timeout_ms=5000)  # leaving the group rebalances now
             except KafkaError as exc:
                 log.warning("%s: consumer close: %s", self.name, exc)
-        self.executor.close()
+        self.runner.close()
         self._beating.set()
         beat.join(timeout=self.config.heartbeat_interval + 6)
         self.state = "stopped"
@@ -148,162 +265,41 @@ class Worker:
         emit(self.hooks, "worker_stopped", self)
         log.info("%s: stopped after %d messages", self.name, self.handled)
 
-    def _handle(self, record: Any) -> None:
-        assert self._consumer is not None
-        self._consumer.pause(*self._consumer.assignment())
-        try:
-            if self._process(record):
-                commit(self._consumer, record.topic, record.partition, record.offset)
-            self.handled += 1
-        finally:
-            self.current = None
-            self.state = "idle"
-            self._consumer.resume(*self._consumer.assignment())
-
-    def _process(self, record: Any) -> bool:
-        """Everything for one message; returns whether its offset may be committed."""
-        msg: TaskMessage | None = None
-        try:
-            msg = TaskMessage.decode(record.value or b"", self.config.max_message_bytes)
-            registry.get(msg.op).check(msg.args, msg.kwargs)
-        except (MalformedMessage, InvalidTask) as exc:
-            self._dead_letter(record, exc, msg)
-            return True
-        except Exception as exc:  # a message must never crash the worker, whatever it contains
-            self._dead_letter(record, MalformedMessage(f"invalid: {type(exc).__name__}: {exc}"), msg)
-            return True
-        claim = self._persist(lambda: self.backend.claim(msg, self.name))
-        if claim.outcome != "claimed":
-            log.info("%s: skip %s (%s %s)", self.name, msg.id, claim.outcome, claim.detail)
-            emit(self.hooks, "task_skipped", self, msg, f"{claim.outcome}: {claim.detail}")
-            return True
-        self.current, self.state = msg, "busy"
-        emit(self.hooks, "task_claimed", self, msg, claim.attempt)
-        outcome = self._execute(msg)
-        if outcome is None:  # stopping: hand the task back, leave the offset for the next owner
-            self._persist(
-                lambda: self.backend.release(
-                    msg.id, self.name, claim.attempt, f"handed back by {self.name} on shutdown"
-                )
-            )
-            return False
-        status = self._store(msg, claim.attempt, outcome)
-        emit(self.hooks, "task_finished", self, msg, status, outcome)
-        return True
-
-    def _execute(self, msg: TaskMessage) -> Outcome | None:
-        """Run in the executor, polling Kafka meanwhile; None means 'stopped before it finished'."""
-        limit = msg.time_limit or self.config.time_limit
-        self.executor.submit(msg.op, msg.args, msg.kwargs)
-        started = time.monotonic()
-        grace_until: float | None = None
-        while True:
-            outcome = self.executor.wait(0.1)
-            if outcome is not None:
-                return outcome
-            self._tick()
-            now = time.monotonic()
-            if now - started > limit:
-                self.executor.kill()
-                return Outcome(
-                    "timeout", error=f"TimeLimitExceeded: ran longer than {limit:g} s", duration=now - started
-                )
-            if self._stop.is_set():
-                if grace_until is None:
-                    grace_until = now + self.config.shutdown_grace
-                    log.info("%s: waiting up to %gs for task %s", self.name, self.config.shutdown_grace, msg.id)
-                elif now > grace_until:
-                    self.executor.kill()
-                    return None
-
-    def _store(self, msg: TaskMessage, attempt: int, outcome: Outcome) -> str:
-        """Record the outcome (or schedule a retry) and say which status the task got."""
-        if outcome.kind == "ok":
-            stored = self._persist(
-                lambda: self.backend.finish(msg.id, self.name, attempt, TaskStatus.SUCCESS, outcome.value)
-            )
-            status = TaskStatus.SUCCESS.value
-        else:
-            reason = outcome.kind  # error | timeout | crashed
-            max_retries = self.config.max_retries if msg.max_retries is None else msg.max_retries
-            retryable = outcome.kind == "crashed" or msg.retry_errors
-            if retryable and attempt <= max_retries:
-                delay = min(self.config.retry_backoff * 2 ** (attempt - 1), self.config.retry_backoff_max)
-                stored = self._persist(
-                    lambda: self.backend.retry(msg.id, self.name, attempt, delay, outcome.error, reason)
-                )
-                status = TaskStatus.RETRYING.value
-            else:
-                stored = self._persist(
-                    lambda: self.backend.finish(
-                        msg.id, self.name, attempt, TaskStatus.FAILED, None, outcome.error, reason
-                    )
-                )
-                status = TaskStatus.FAILED.value
-        if not stored:
-            log.warning("%s: result of %s discarded: the task was reassigned while it ran here", self.name, msg.id)
-            return "discarded"
-        log.info(
-            "%s: %s %s%s -> %s", self.name, msg.op, msg.args, f" (attempt {attempt})" if attempt > 1 else "", status
-        )
-        return status
-
-    def _dead_letter(self, record: Any, exc: Exception, msg: TaskMessage | None) -> None:
+    def dead_letter(self, delivery: Delivery, exc: Exception, msg: TaskMessage | None) -> None:
+        """Park a message no worker can run in the dead-letter topic and record why (runner thread)."""
         reason = exc.reason if isinstance(exc, MalformedMessage) else str(exc)
-        raw = record.value or b""
+        raw = delivery.value or b""
         task_id = msg.id if msg is not None else None
         entry = {
             "at": time.time(),
             "reason": reason,
             "worker": self.name,
-            "partition": record.partition,
-            "offset": record.offset,
+            "partition": delivery.partition,
+            "offset": delivery.offset,
             "task_id": task_id,
             "preview": raw[:200].decode("utf-8", "replace"),
         }
-        log.warning("%s: dead-lettered %s[%d]@%d: %s", self.name, record.topic, record.partition, record.offset, reason)
+        log.warning(
+            "%s: dead-lettered %s[%d]@%d: %s", self.name, delivery.topic, delivery.partition, delivery.offset, reason
+        )
         try:
             self.broker.publish(raw, topic=self.config.dead_letter_topic, headers=[("reason", reason.encode()[:1000])])
         except ServiceUnavailable as err:
             log.warning("%s: dead-letter topic unavailable (%s); the Redis record stays", self.name, err)
-        self._persist(lambda: self.backend.dead_letter(entry))
+        persist(lambda: self.backend.dead_letter(entry), self.name)
         if msg is not None:
-            self._persist(
-                lambda: self.backend.reject(msg.id, msg.op, f"rejected: {reason}", raw.decode("utf-8", "replace"))
+            persist(
+                lambda: self.backend.reject(msg.id, msg.op, f"rejected: {reason}", raw.decode("utf-8", "replace")),
+                self.name,
             )
         emit(self.hooks, "dead_lettered", self, entry)
 
-    # --- keeping Kafka and Redis happy -----------------------------------------------------------
-    def _tick(self) -> None:
-        """Poll with every partition paused: keeps the group membership alive, fetches nothing.
-
-        A rebalance during the poll can assign new, unpaused partitions; anything fetched from them
-        is rewound so it is read again once this task is done.
-        """
-        assert self._consumer is not None
-        self._consumer.pause(*self._consumer.assignment())
-        for tp, records in self._consumer.poll(timeout_ms=0).items():
-            self._consumer.seek(tp, records[0].offset)
-            self._consumer.pause(tp)
-
-    def _persist(self, call: Callable[[], T]) -> T:
-        """Retry a Redis call through an outage (reconnect with backoff), polling Kafka meanwhile."""
-        delay, give_up = 0.1, time.monotonic() + OUTAGE_LIMIT
-        while True:
-            try:
-                return call()
-            except ServiceUnavailable as exc:
-                if time.monotonic() > give_up:
-                    raise
-                log.warning("%s: %s; retrying in %.1fs", self.name, exc, delay)
-            deadline = time.monotonic() + delay
-            while time.monotonic() < deadline:
-                self._tick()
-                time.sleep(0.05)
-            delay = min(delay * 2, 2.0)
+    # --- keeping Redis informed -----------------------------------------------------------------
+    def _persist_beat(self) -> None:
+        persist(self._beat, self.name)
 
     def _beat(self) -> str:
-        current = self.current.id if self.current else ""
+        current = ",".join(msg.id for msg in self.current)
         partitions = ",".join(str(p) for p in sorted(self.partitions))
         return self.backend.heartbeat(
             self.name,
@@ -352,17 +348,20 @@ class Worker:
 
 
 class _Listener(ConsumerRebalanceListener):
-    """Tracks the worker's partitions; pauses new ones while a task runs."""
+    """Keeps the worker's view of its partitions; revoked ones lose their waiting messages."""
 
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
 
     def on_partitions_revoked(self, revoked: Any) -> None:
-        self.worker.partitions = self.worker.partitions - {tp.partition for tp in revoked}
+        gone = {tp.partition for tp in revoked}
+        self.worker.partitions = self.worker.partitions - gone
+        self.worker.runner.drop(gone)
+        self.worker.ledger.forget(gone)
 
     def on_partitions_assigned(self, assigned: Any) -> None:
         self.worker.rebalances += 1
         self.worker.partitions = self.worker.partitions | {tp.partition for tp in assigned}
-        if self.worker.current is not None and self.worker._consumer is not None:
+        if self.worker._paused and self.worker._consumer is not None:
             self.worker._consumer.pause(*assigned)
         log.info("%s: partitions %s", self.worker.name, sorted(self.worker.partitions) or "none")
