@@ -62,7 +62,7 @@ WORKER_COLUMNS = [
 MAX_TIME_LIMIT = 24 * 3600.0
 #: Worker states (as ``Client.workers`` shows them) of a worker that is not running any more.
 GONE_STATES = frozenset({"stopped", "dead", "unresponsive"})
-#: Matches an ambiguous id prefix lists at most this many of them.
+#: The error for an ambiguous id prefix lists at most this many of its matches.
 SHOWN_MATCHES = 5
 
 
@@ -199,7 +199,8 @@ class Client:
         """The task's result; raises TaskFailed if it failed or was cancelled, TaskTimeout if it is
         not done within ``timeout`` seconds (the task itself goes on), and UnknownTask at once for
         an id with no record: ``submit`` writes the record before it returns, so waiting would not
-        make one appear."""
+        make one appear. (A task that another producer sent without writing its record, see
+        docs/protocol.md, is unknown until a worker picks it up.)"""
         deadline = time.monotonic() + timeout
         while True:
             record = self.backend.task(task_id)
