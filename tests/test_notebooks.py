@@ -15,11 +15,12 @@ from collections.abc import Callable
 
 import matplotlib.pyplot as plt
 import pytest
+from kafka import KafkaAdminClient
 
 from tests.conftest import ROOT
 from yadtq import Client, Pool, TaskStatus
 from yadtq.config import Config
-from yadtq.dashboard import dashboard, heartbeat_timeline, parse_args, timeline_frame
+from yadtq.dashboard import CLOSED, dashboard, heartbeat_timeline, parse_args, timeline_frame
 from yadtq.ops import MAX_FACTORIAL
 
 pytestmark = pytest.mark.services
@@ -102,6 +103,32 @@ def test_start_button_refuses_a_silly_count(client: Client, pool: Pool) -> None:
     assert pool.processes == {}
     dash.stop_button.click()
     assert "no live worker" in dash.message.value
+
+
+def test_dashboard_says_when_no_worker_runs_and_refuses_to_act_once_closed(
+    client: Client, pool: Pool, config: Config, wait_for
+) -> None:
+    dash = dashboard(client, pool)
+    dash.submit_button.click()
+    handle = dash.last_task
+    assert handle is not None and handle.status() is TaskStatus.QUEUED
+    assert dash.message.value.endswith(f"as task {handle.id}: queued; no worker is running (press Start Workers)")
+
+    # the notebook's clean-up: close the dashboard, then delete the namespace
+    dash.close()
+    client.backend.purge()
+    client.broker.delete_topics()
+    for button in (dash.start_button, dash.stop_button, dash.submit_button, dash.refresh_button):
+        assert button.disabled
+        dash.message.value = ""
+        button.click()
+        assert dash.message.value == CLOSED
+    assert pool.processes == {} and client.backend.count_tasks() == 0
+    admin = KafkaAdminClient(**config.kafka_options())
+    try:  # deletion settles in a moment; a recreated topic would stay
+        wait_for(lambda: config.task_topic not in admin.list_topics(), timeout=30, what="the topic to stay deleted")
+    finally:
+        admin.close()
 
 
 def test_heartbeat_timeline_has_one_row_per_worker(client: Client, pool: Pool, wait_for) -> None:

@@ -11,6 +11,7 @@
 from yadtq.client import Client, TaskHandle
 from yadtq.config import Config
 from yadtq.errors import (
+    AmbiguousTask,
     BadArguments,
     InvalidTask,
     NotCancellable,
@@ -19,6 +20,7 @@ from yadtq.errors import (
     TaskFailed,
     TaskTimeout,
     UnknownOperation,
+    UnknownTask,
     YadtqError,
 )
 from yadtq.events import EventStream, Hooks
@@ -30,6 +32,7 @@ from yadtq.worker import Worker
 __version__ = "0.1.0"
 
 __all__ = [
+    "AmbiguousTask",
     "BadArguments",
     "Client",
     "Config",
@@ -46,6 +49,7 @@ __all__ = [
     "TaskStatus",
     "TaskTimeout",
     "UnknownOperation",
+    "UnknownTask",
     "Worker",
     "YadtqError",
     "operation",

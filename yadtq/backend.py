@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from yadtq.task import TaskMessage, TaskStatus
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+#: Characters special in a Redis MATCH pattern, escaped so that a task id prefix matches only itself.
+_GLOB = re.compile(r"[\\*?\[\]]")
 #: Dead-letter records kept in Redis (the topic keeps them all).
 DEAD_LETTER_HISTORY = 10_000
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError)
@@ -250,12 +253,51 @@ class Backend:
         return int(self.redis.zcard(self.keys.tasks))
 
     @guarded
-    def workers(self) -> list[dict[str, Any]]:
-        names = self.redis.zrange(self.keys.workers, 0, -1)
+    def task_ids(self, prefix: str) -> list[str]:
+        """Ids that start with ``prefix`` and still have a record, sorted. A scan of the index (the
+        ids are scored by time, not by name, so no range query finds them); glob characters in the
+        prefix are escaped, so it matches only itself. Expired ids linger in the index and are skipped."""
+        pattern = _GLOB.sub(r"\\\g<0>", prefix) + "*"
+        found = {task_id for task_id, _ in self.redis.zscan_iter(self.keys.tasks, match=pattern, count=1000)}
+        ids = sorted(found)
+        pipe = self.redis.pipeline(transaction=False)
+        for task_id in ids:
+            pipe.exists(self.keys.task(task_id))
+        return [task_id for task_id, exists in zip(ids, pipe.execute(), strict=True) if exists]
+
+    @guarded
+    def workers(self, since: float | None = None) -> list[dict[str, Any]]:
+        """Every worker record, or only those that heartbeated at ``since`` (Unix time) or later."""
+        names = self.redis.zrangebyscore(self.keys.workers, "-inf" if since is None else since, "+inf")
         pipe = self.redis.pipeline(transaction=False)
         for name in names:
             pipe.hgetall(self.keys.worker(name))
         return [_decode_worker(raw) for raw in pipe.execute() if raw]
+
+    @guarded
+    def prune_workers(self, before: float) -> list[str]:
+        """Delete the records (hash, heartbeats, index entry) of workers gone since before ``before``:
+        stopped, declared dead, or silent (a worker killed while no other worker ran to declare it
+        dead). Returns their names. Each removal is a transaction watching the worker's hash, so a
+        worker that heartbeats meanwhile (it came back) is kept."""
+        removed = []
+        for name in self.redis.zrangebyscore(self.keys.workers, "-inf", before):
+            key = self.keys.worker(name)
+            with self.redis.pipeline() as pipe:
+                try:
+                    pipe.watch(key)
+                    record = _decode_worker(pipe.hgetall(key))
+                    last_seen = max(record.get(k) or 0.0 for k in ("last_heartbeat", "dead_at", "stopped_at"))
+                    if last_seen > before:
+                        continue
+                    pipe.multi()
+                    pipe.delete(key, self.keys.beats(name))
+                    pipe.zrem(self.keys.workers, name)
+                    pipe.execute()
+                except redis.WatchError:
+                    continue
+            removed.append(name)
+        return removed
 
     @guarded
     def beats(self, name: str, limit: int | None = None) -> list[dict[str, Any]]:

@@ -1,7 +1,8 @@
 """``yadtq``: the terminal front end. No logic lives here; every command is a call into the library.
 
-A user mistake prints one line on stderr and exits non-zero (2: bad input, 3: a service is
-unavailable, 1: the task failed, 4: timed out waiting); it never prints a traceback.
+A user mistake prints one line on stderr and exits non-zero (2: bad input, including a task id that
+names no task or several, 3: a service is unavailable, 1: the task failed, 4: timed out waiting); it
+never prints a traceback. Commands that take a task id also take a unique prefix of one.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from yadtq.errors import (
     ServiceUnavailable,
     TaskFailed,
     TaskTimeout,
+    UnknownTask,
     YadtqError,
 )
 
@@ -70,18 +72,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-retries", type=int, help="retries for infrastructure failures")
     p.add_argument("--time-limit", type=float, help="seconds the task may run")
     p.add_argument("--retry-errors", action="store_true", help="also retry the operation's own errors")
-    p = sub.add_parser("status", help="status of a task")
-    p.add_argument("task_id")
-    p = sub.add_parser("result", help="wait for a task's result")
-    p.add_argument("task_id")
-    p.add_argument("--timeout", type=float, default=30.0)
-    p = sub.add_parser("history", help="every status change of a task")
-    p.add_argument("task_id")
-    p = sub.add_parser("cancel", help="cancel a task that has not started")
-    p.add_argument("task_id")
+    for name, text in [
+        ("status", "status of a task"),
+        ("result", "wait for a task's result"),
+        ("history", "every status change of a task"),
+        ("cancel", "cancel a task that has not started"),
+    ]:
+        p = sub.add_parser(name, help=text)
+        p.add_argument("task_id", help="the task id, or a unique prefix of it (e.g. its first 8 characters)")
+        if name == "result":
+            p.add_argument("--timeout", type=float, default=30.0)
     p = sub.add_parser("tasks", help="the newest tasks")
     p.add_argument("--limit", type=int, default=20)
-    sub.add_parser("workers", help="every worker with its state and counters")
+    p = sub.add_parser("workers", help="the live workers with their state and counters")
+    p.add_argument("--all", action="store_true", help="also the stopped and dead ones")
     p = sub.add_parser("dlq", help="dead-lettered messages, newest first")
     p.add_argument("--limit", type=int, default=20)
     sub.add_parser("ops", help="the operations workers can run")
@@ -149,6 +153,8 @@ def cmd_submit(config: Config, args: argparse.Namespace) -> int:
             time_limit=args.time_limit,
             retry_errors=args.retry_errors,
         )
+        if not client.live_workers():
+            print("yadtq: queued; no worker is running (start one with `yadtq worker`)", file=sys.stderr)
         if not args.wait:
             print(handle.id)
             return 0
@@ -160,10 +166,14 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
     from yadtq.client import Client
 
     with Client(config) as client:
-        record = client.task(args.task_id)
-        if record is None:
-            print("unknown")
-            return 1
+        try:
+            task_id = client.resolve(args.task_id)
+            record = client.task(task_id)
+            if record is None:  # expired since it was resolved
+                raise UnknownTask(f"no task with id {task_id!r} (never submitted, or expired)")
+        except UnknownTask:
+            print("unknown")  # the status, for scripts; the reason goes to stderr with exit code 2
+            raise
         line = record["status"]
         if record.get("result") is not None:
             line += f"  result={json.dumps(record['result'])}"
@@ -177,7 +187,7 @@ def cmd_result(config: Config, args: argparse.Namespace) -> int:
     from yadtq.client import Client
 
     with Client(config) as client:
-        print(json.dumps(client.result(args.task_id, timeout=args.timeout)))
+        print(json.dumps(client.result(client.resolve(args.task_id), timeout=args.timeout)))
     return 0
 
 
@@ -187,13 +197,10 @@ def cmd_history(config: Config, args: argparse.Namespace) -> int:
     from yadtq.client import Client
 
     with Client(config) as client:
-        rows = client.handle(args.task_id).history()
-        if not rows:
-            print("unknown")
-            return 1
+        rows = client.history(client.resolve(args.task_id))
         frame = pd.DataFrame(rows, columns=["at", "status", "worker", "attempt", "note"])
         frame["at"] = pd.to_datetime(frame["at"], unit="s", utc=True)
-        print(render(frame))
+        print(render(frame, width=120))  # notes hold error messages: show them whole
     return 0
 
 
@@ -201,7 +208,7 @@ def cmd_cancel(config: Config, args: argparse.Namespace) -> int:
     from yadtq.client import Client
 
     with Client(config) as client:
-        print(client.cancel(args.task_id).value)
+        print(client.cancel(client.resolve(args.task_id)).value)
     return 0
 
 
@@ -236,13 +243,15 @@ def cmd_workers(config: Config, args: argparse.Namespace) -> int:
     from yadtq.client import Client
 
     with Client(config) as client:
-        frame = client.workers()
+        frame = client.workers(live_only=not args.all)
         print(
             render(
                 frame[["name", "pid", "state", "current_task", "processed", "failed", "partitions", "last_heartbeat"]]
             )
         )
-        if (frame["state"] == "idle (no partition)").any():
+        if frame.empty and not args.all:
+            print("No worker is running; `yadtq workers --all` also lists stopped and dead ones.")
+        if client.live_workers() > config.partitions:
             print(
                 f"Workers without a partition stay idle: the task topic has {config.partitions} partitions "
                 "(YADTQ_PARTITIONS); they take over when a worker leaves."

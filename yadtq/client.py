@@ -15,7 +15,15 @@ from typing import TYPE_CHECKING, Any
 from yadtq.backend import Backend
 from yadtq.broker import Broker
 from yadtq.config import Config
-from yadtq.errors import BadArguments, NotCancellable, ServiceUnavailable, TaskFailed, TaskTimeout
+from yadtq.errors import (
+    AmbiguousTask,
+    BadArguments,
+    NotCancellable,
+    ServiceUnavailable,
+    TaskFailed,
+    TaskTimeout,
+    UnknownTask,
+)
 from yadtq.ops import load_imports, registry
 from yadtq.task import TaskMessage, TaskStatus, json_safe
 
@@ -52,6 +60,10 @@ WORKER_COLUMNS = [
     "started_at",
 ]
 MAX_TIME_LIMIT = 24 * 3600.0
+#: Worker states (as ``Client.workers`` shows them) of a worker that is not running any more.
+GONE_STATES = frozenset({"stopped", "dead", "unresponsive"})
+#: The error for an ambiguous id prefix lists at most this many of its matches.
+SHOWN_MATCHES = 5
 
 
 class TaskHandle:
@@ -68,7 +80,7 @@ class TaskHandle:
         return self.client.task(self.id)
 
     def history(self) -> list[dict[str, Any]]:
-        return self.client.backend.history(self.id)
+        return self.client.history(self.id)
 
     def result(self, timeout: float = 30.0) -> Any:
         return self.client.result(self.id, timeout)
@@ -133,6 +145,14 @@ class Client:
             raise BadArguments("max_retries must be a whole number >= 0")
         if time_limit is not None and not (isinstance(time_limit, (int, float)) and 0 < time_limit <= MAX_TIME_LIMIT):
             raise BadArguments(f"time_limit must be a number of seconds in (0, {MAX_TIME_LIMIT:g}]")
+        seconds = operation.seconds(args, kwargs)
+        limit = self.config.time_limit if time_limit is None else time_limit
+        if seconds is not None and seconds >= limit:
+            # it would only be killed at its time limit, after holding a worker that long
+            raise BadArguments(
+                f"{op}: {operation.duration}={seconds:g} does not fit the time limit of {limit:g}s; "
+                "ask for a longer time_limit (--time-limit)"
+            )
         msg = TaskMessage(
             op=op,
             args=args,
@@ -153,6 +173,22 @@ class Client:
     def handle(self, task_id: str) -> TaskHandle:
         return TaskHandle(self, task_id)
 
+    def resolve(self, prefix: str) -> str:
+        """The full id of the one task whose id starts with ``prefix`` (people type the first few
+        characters, as the demo prints them). Raises UnknownTask if none matches, AmbiguousTask
+        (listing them) if several do. A full id is found without scanning the index."""
+        if not prefix or len(prefix) > 64 or not prefix.isascii() or not prefix.isprintable():
+            raise UnknownTask(f"{prefix!r} is not a task id: ids are 1-64 printable ASCII characters")
+        if self.backend.task(prefix) is not None:
+            return prefix
+        matches = self.backend.task_ids(prefix)
+        if not matches:
+            raise UnknownTask(f"no task with an id starting {prefix!r} (never submitted, or expired)")
+        if len(matches) > 1:
+            shown = ", ".join(matches[:SHOWN_MATCHES]) + (" ..." if len(matches) > SHOWN_MATCHES else "")
+            raise AmbiguousTask(f"{prefix!r} matches {len(matches)} tasks: {shown}; type more of the id")
+        return matches[0]
+
     def status(self, task_id: str) -> TaskStatus:
         return self.backend.status(task_id)
 
@@ -161,24 +197,37 @@ class Client:
 
     def result(self, task_id: str, timeout: float = 30.0) -> Any:
         """The task's result; raises TaskFailed if it failed or was cancelled, TaskTimeout if it is
-        not done within ``timeout`` seconds (the task itself goes on)."""
+        not done within ``timeout`` seconds (the task itself goes on), and UnknownTask at once for
+        an id with no record: ``submit`` writes the record before it returns, so waiting would not
+        make one appear. (A task that another producer sent without writing its record, see
+        docs/protocol.md, is unknown until a worker picks it up.)"""
         deadline = time.monotonic() + timeout
         while True:
             record = self.backend.task(task_id)
-            if record is None and time.monotonic() > deadline:
-                raise TaskTimeout(f"task {task_id} is unknown (never submitted, or expired)")
-            if record is not None:
-                status = TaskStatus(record["status"])
-                if status is TaskStatus.SUCCESS:
-                    return record["result"]
-                if status.terminal:
-                    raise TaskFailed(task_id, status.value, record.get("error") or "")
+            if record is None:
+                raise UnknownTask(f"no task with id {task_id!r} (never submitted, or expired)")
+            status = TaskStatus(record["status"])
+            if status is TaskStatus.SUCCESS:
+                return record["result"]
+            if status.terminal:
+                raise TaskFailed(task_id, status.value, record.get("error") or "")
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TaskTimeout(
-                    f"task {task_id} is still {record['status'] if record else 'unknown'} after {timeout:g}s"
-                )
+                raise TaskTimeout(f"task {task_id} is still {status.value} after {timeout:g}s")
             self.backend.wait_done(task_id, left)
+
+    def history(self, task_id: str) -> list[dict[str, Any]]:
+        """Every status change ``{status, at, worker, attempt, note}``, oldest first. A ``retrying``
+        step's note is its error; the final ``failed`` step records only the reason, because the
+        error is stored on the task, so here its note gets the error too ("error: ZeroDivisionError:
+        ...") and the story reads whole."""
+        entries = self.backend.history(task_id)
+        if entries and entries[-1]["status"] == TaskStatus.FAILED.value:
+            error = (self.backend.task(task_id) or {}).get("error")
+            if error:
+                note = entries[-1].get("note")
+                entries[-1]["note"] = f"{note}: {error}" if note else error
+        return entries
 
     def cancel(self, task_id: str) -> TaskStatus:
         """Cancel a task that has not started; raises NotCancellable otherwise."""
@@ -192,18 +241,37 @@ class Client:
         """The newest ``limit`` tasks, newest first."""
         return _frame(self.backend.tasks(limit), TASK_COLUMNS, ("submitted_at", "started_at", "finished_at"))
 
-    def workers(self) -> pd.DataFrame:
-        """Every worker seen in this namespace; ``state`` says ``unresponsive`` for a worker whose
-        heartbeat is late but that no live worker has declared dead yet."""
-        rows = self.backend.workers()
+    def workers(self, live_only: bool = False) -> pd.DataFrame:
+        """The workers of this namespace, or only the live ones; ``state`` says ``unresponsive`` for
+        a worker whose heartbeat is late but that no live worker has declared dead yet.
+
+        Reading the table first removes the records of workers gone for longer than
+        ``worker_retention``. It happens here rather than in the workers because the table is where
+        old records get in the way, and it must happen even when no worker runs; every front end
+        (CLI, dashboard, notebook) reads through here, so they all show the same workers."""
         now = time.time()
-        for row in rows:
-            late = now - (row.get("last_heartbeat") or 0) > self.config.heartbeat_timeout
-            if row.get("state") in ("idle", "busy", "starting") and late:
-                row["state"] = "unresponsive"
-            if row.get("state") == "idle" and not row.get("partitions"):
-                row["state"] = "idle (no partition)"
+        self.backend.prune_workers(before=now - self.config.worker_retention)
+        rows = [{**row, "state": self._state(row, now)} for row in self.backend.workers()]
+        if live_only:
+            rows = [row for row in rows if row["state"] not in GONE_STATES]
         return _frame(rows, WORKER_COLUMNS, ("last_heartbeat", "started_at"))
+
+    def live_workers(self) -> int:
+        """How many workers are running: heartbeat within ``heartbeat_timeout``, neither stopped
+        nor dead. Cheap (no table), so a submit can say when nothing will pick its task up."""
+        now = time.time()
+        rows = self.backend.workers(since=now - self.config.heartbeat_timeout)
+        return sum(self._state(row, now) not in GONE_STATES for row in rows)
+
+    def _state(self, row: dict[str, Any], now: float) -> str:
+        """A worker's state as the tables show it, judged by its heartbeat as well as its record."""
+        state = str(row.get("state") or "")
+        late = now - (row.get("last_heartbeat") or 0) > self.config.heartbeat_timeout
+        if state in ("idle", "busy", "starting") and late:
+            return "unresponsive"
+        if state == "idle" and not row.get("partitions"):
+            return "idle (no partition)"  # a busy worker hands its partitions over: see assignor.py
+        return state
 
     def heartbeats(self, worker: str | None = None, limit: int | None = None) -> pd.DataFrame:
         """Heartbeat history (worker, at, state, task), oldest first: the timeline of the workers."""

@@ -61,6 +61,9 @@ class Config:
     heartbeat_timeout: float = 2.5
     #: Heartbeats kept per worker for the timeline (about ten minutes at the default interval).
     heartbeat_history: int = 600
+    #: Seconds the record of a stopped or dead worker is kept (for ``yadtq workers --all`` and the
+    #: timeline) before it is removed, so a lab that starts many workers does not list them forever.
+    worker_retention: float = 3600.0
     #: Default per-task time limit in seconds; a task may ask for less or more (up to 24 h).
     time_limit: float = 300.0
     #: Default retries for infrastructure failures (worker died, executor crashed).
@@ -171,6 +174,9 @@ class Config:
             raise ConfigError("heartbeat_interval must be positive")
         if self.heartbeat_timeout <= self.heartbeat_interval:
             raise ConfigError("heartbeat_timeout must be longer than heartbeat_interval")
+        if self.worker_retention <= self.heartbeat_timeout:
+            # shorter would remove a live worker's record between two of its heartbeats
+            raise ConfigError("worker_retention must be longer than heartbeat_timeout")
         if self.time_limit <= 0 or self.submit_timeout <= 0:
             raise ConfigError("time_limit and submit_timeout must be positive")
         if self.max_retries < 0:

@@ -8,6 +8,8 @@ are imported inside the functions that need them, so ``import yadtq`` stays ligh
 
 A mistake typed into the form (bad JSON, an unknown operation, arguments over a limit) is shown as
 one line in the message label, never as a traceback: the dashboard is for people learning the queue.
+Once the notebook cleans up its namespace it closes the dashboard first (:meth:`Dashboard.close`):
+a click on a stale dashboard must not start workers or create the deleted topics again.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ STATE_STYLE = {
 OTHER_STYLE = ("tab:blue", "o", 45)  # starting, or a state added later
 #: More workers than this from one click is almost surely a typo (and each one is a process).
 MAX_START = 16
+#: What every button says once the dashboard is closed.
+CLOSED = "this dashboard is closed (its namespace was cleaned up); make a new client and dashboard to go on"
 
 
 # --- logic: frames and parsing -------------------------------------------------------------------
@@ -142,6 +146,7 @@ class Dashboard:
         self.tasks_out = w.Output(layout=w.Layout(max_height="360px", overflow="auto"))
         self.workers_out = w.Output()
         self.last_task: TaskHandle | None = None
+        self.closed = False
 
         self.start_button.on_click(self.start_workers)
         self.stop_button.on_click(self.stop_worker)
@@ -166,6 +171,8 @@ class Dashboard:
     # --- actions (button handlers; the ignored argument is the button) ----------------------------
     def start_workers(self, _button: Any = None) -> list[str]:
         """Start ``count`` worker processes; they need a few seconds to join the Kafka group."""
+        if self._refuse_if_closed():
+            return []
         n = self.count.value
         if not 1 <= n <= MAX_START:
             self.message.value = f"start between 1 and {MAX_START} workers at a time (got {n})"
@@ -177,6 +184,8 @@ class Dashboard:
 
     def stop_worker(self, _button: Any = None) -> str | None:
         """Stop the newest live worker cleanly: it finishes (or hands back) its task first."""
+        if self._refuse_if_closed():
+            return None
         live = [self.pool.processes[name] for name in self.pool.alive()]
         if not live:
             self.message.value = "no live worker started from this notebook"
@@ -189,7 +198,10 @@ class Dashboard:
         return name
 
     def submit(self, _button: Any = None) -> TaskHandle | None:
-        """Submit the form's task; a refused one changes nothing and says why in the message."""
+        """Submit the form's task; a refused one changes nothing and says why in the message, and
+        an accepted one says so when no worker is running to pick it up."""
+        if self._refuse_if_closed():
+            return None
         try:
             args = parse_args(self.args.value)
             handle = self.client.submit(self.op.value, *args)
@@ -199,12 +211,16 @@ class Dashboard:
         self.last_task = handle
         shown = ", ".join(json.dumps(a) for a in args)
         self.message.value = f"submitted {self.op.value}({shown:.60}) as task {handle.id}"
+        if not self.client.live_workers():
+            self.message.value += ": queued; no worker is running (press Start Workers)"
         self.refresh()
         return handle
 
     def refresh(self, _button: Any = None) -> None:
         """Redraw both tables. Outputs are set as data, not printed inside ``with out:``, so the
         tables show the same with or without a kernel (and tests can read them)."""
+        if self._refuse_if_closed():
+            return
         try:
             tasks, workers = task_view(self.client), worker_view(self.client)
         except YadtqError as exc:
@@ -212,6 +228,19 @@ class Dashboard:
             return
         self.tasks_out.outputs = (_table("Tasks (newest first)", tasks),)
         self.workers_out.outputs = (_table("Workers", workers),)
+
+    def close(self) -> None:
+        """Stop acting on this namespace, before its keys and topics are deleted: the buttons are
+        disabled, and a click that still arrives (or a call from code) only says so."""
+        self.closed = True
+        for button in (self.start_button, self.stop_button, self.submit_button, self.refresh_button):
+            button.disabled = True
+        self.message.value = CLOSED
+
+    def _refuse_if_closed(self) -> bool:
+        if self.closed:
+            self.message.value = CLOSED
+        return self.closed
 
     def _show_usage(self) -> None:
         op = registry.get(self.op.value)

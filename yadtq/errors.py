@@ -1,6 +1,7 @@
 """One exception tree, split the way a caller needs to react.
 
-- :class:`InvalidTask` and its children: the caller's mistake; nothing was sent, fix the input.
+- :class:`InvalidTask` and its children: the caller's mistake (a bad task, or an id that names no
+  task); nothing was sent, fix the input.
 - :class:`ServiceUnavailable`: Kafka or Redis did not answer in time; nothing half-recorded, retry later.
 - :class:`TaskFailed` / :class:`TaskTimeout`: the task ran (or did not finish in time) - its outcome.
 - :class:`MalformedMessage`: a message on the wire that no worker can run; it is dead-lettered.
@@ -35,6 +36,14 @@ class UnknownOperation(InvalidTask):
 
 class BadArguments(InvalidTask):
     """The arguments do not fit the operation (count, type, or a safety limit)."""
+
+
+class UnknownTask(InvalidTask):
+    """No task has this id (or id prefix): it was never submitted, or its record expired."""
+
+
+class AmbiguousTask(InvalidTask):
+    """An id prefix matches several tasks; a longer prefix picks one."""
 
 
 class OperationError(Exception):

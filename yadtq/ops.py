@@ -42,6 +42,9 @@ class Operation:
     signature: inspect.Signature
     hints: dict[str, Any]
     limits: Limits | None = None
+    #: The argument that says how long the operation runs, in seconds (``sleep``'s ``seconds``): the
+    #: client refuses a call that could not finish within the task's time limit.
+    duration: str | None = None
 
     @property
     def usage(self) -> str:
@@ -82,6 +85,15 @@ class Operation:
             except BadArguments as exc:
                 raise BadArguments(f"{self.name}: {exc}") from None
 
+    def seconds(self, args: list[Any] | tuple[Any, ...], kwargs: dict[str, Any]) -> float | None:
+        """How long ``op(*args, **kwargs)`` runs, for an operation that declares a ``duration``
+        argument; None otherwise. The call must have passed :meth:`check`."""
+        if self.duration is None:
+            return None
+        bound = self.signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        return float(bound.arguments[self.duration])
+
 
 class Registry:
     """Name -> :class:`Operation`; one per process, filled by imports."""
@@ -89,13 +101,22 @@ class Registry:
     def __init__(self) -> None:
         self._ops: dict[str, Operation] = {}
 
-    def register(self, func: Callable[..., Any], name: str | None = None, limits: Limits | None = None) -> Operation:
+    def register(
+        self,
+        func: Callable[..., Any],
+        name: str | None = None,
+        limits: Limits | None = None,
+        duration: str | None = None,
+    ) -> Operation:
         name = name or func.__name__
         if name in self._ops and self._ops[name].func is not func:
             raise ValueError(f"operation {name!r} is already registered")
         hints = typing.get_type_hints(func)
         hints.pop("return", None)
-        op = Operation(name, func, inspect.signature(func), hints, limits)
+        signature = inspect.signature(func)
+        if duration is not None and duration not in signature.parameters:
+            raise ValueError(f"operation {name!r}: duration {duration!r} is not one of its arguments")
+        op = Operation(name, func, signature, hints, limits, duration)
         self._ops[name] = op
         return op
 
@@ -116,11 +137,18 @@ class Registry:
 registry = Registry()
 
 
-def operation(func: Callable[..., Any] | None = None, *, name: str | None = None, limits: Limits | None = None) -> Any:
-    """Register a function as an operation: ``@operation`` or ``@operation(name=..., limits=...)``."""
+def operation(
+    func: Callable[..., Any] | None = None,
+    *,
+    name: str | None = None,
+    limits: Limits | None = None,
+    duration: str | None = None,
+) -> Any:
+    """Register a function as an operation: ``@operation`` or ``@operation(name=..., limits=...)``.
+    ``duration`` names the argument that is the operation's run time in seconds, if it has one."""
 
     def wrap(f: Callable[..., Any]) -> Callable[..., Any]:
-        registry.register(f, name=name, limits=limits)
+        registry.register(f, name=name, limits=limits, duration=duration)
         return f
 
     return wrap(func) if func is not None else wrap
@@ -315,7 +343,7 @@ def is_prime(n: int) -> bool:
     return True
 
 
-@operation(limits=lambda seconds: _at_most("seconds", seconds, MAX_SLEEP))
+@operation(limits=lambda seconds: _at_most("seconds", seconds, MAX_SLEEP), duration="seconds")
 def sleep(seconds: float) -> float:
     """Wait, then return the seconds waited: the unit of work of load experiments."""
     time.sleep(seconds)

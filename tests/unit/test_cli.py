@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from yadtq import cli
+from yadtq import AmbiguousTask, UnknownTask, cli
 
 
 @pytest.mark.parametrize(
@@ -39,3 +39,22 @@ def test_tables_render_readably() -> None:
     text = cli.render(frame, width=10)
     assert "aaaaaaaaa…" in text and "[1, 2]" in text and " - " in text.splitlines()[1] + " "
     assert cli.render(frame.iloc[0:0]) == "(none)"
+
+
+@pytest.mark.parametrize("error", [UnknownTask("no task with an id starting 'ab'"), AmbiguousTask("'ab' matches 2")])
+def test_an_id_naming_no_task_or_several_is_bad_input(
+    error: Exception, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def command(config: object, args: object) -> int:
+        raise error
+
+    monkeypatch.setitem(cli.COMMANDS, "history", command)
+    assert cli.main(["history", "ab"]) == 2
+    assert capsys.readouterr().err == f"yadtq: {error}\n"
+
+
+def test_workers_lists_the_gone_ones_only_when_asked() -> None:
+    parser = cli.build_parser()
+    assert parser.parse_args(["workers"]).all is False
+    assert parser.parse_args(["workers", "--all"]).all is True
+    assert parser.parse_args(["result", "3f0c9e6a", "--timeout", "2"]).timeout == 2.0

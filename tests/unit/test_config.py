@@ -24,9 +24,11 @@ def test_environment_overrides_defaults_and_keywords_override_both(tmp_path: Pat
         "YADTQ_HEARTBEAT_INTERVAL": "0.5",
         "YADTQ_NAMESPACE": "lab",
         "YADTQ_IMPORTS": "a.b, c",
+        "YADTQ_WORKER_RETENTION": "60",
     }
     config = Config.from_env(env=env, partitions=2)
     assert (config.partitions, config.heartbeat_interval, config.namespace) == (2, 0.5, "lab")
+    assert config.worker_retention == 60.0
     assert config.imports == ("a.b", "c")
     assert config.dead_letter_topic == "lab.dead-letters"
 
@@ -53,6 +55,8 @@ def test_a_config_crosses_into_a_child_process_through_the_environment(tmp_path:
         ({"YADTQ_PARTITIONS": "0"}, "partitions must be at least 1"),
         ({"YADTQ_NAMESPACE": "a:b"}, "namespace"),
         ({"YADTQ_HEARTBEAT_TIMEOUT": "0.5"}, "heartbeat_timeout must be longer"),
+        ({"YADTQ_WORKER_RETENTION": "2"}, "worker_retention must be longer than heartbeat_timeout"),
+        ({"YADTQ_WORKER_RETENTION": "soon"}, "YADTQ_WORKER_RETENTION='soon' is not a valid float"),
     ],
 )
 def test_bad_settings_are_refused_with_the_reason(env: dict[str, str], message: str, tmp_path: Path) -> None:

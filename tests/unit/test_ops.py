@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
+from yadtq.client import Client
+from yadtq.config import Config
 from yadtq.errors import BadArguments, UnknownOperation
 from yadtq.ops import Registry, registry
 
@@ -134,3 +137,31 @@ def test_a_user_registry_validates_from_annotations_and_limits() -> None:
         op.check([1], {})
     with pytest.raises(ValueError, match="already registered"):
         reg.register(lambda text: text, name="repeat")
+
+
+def test_an_operation_may_declare_which_argument_is_its_run_time() -> None:
+    assert registry.get("sleep").seconds([5], {}) == 5.0
+    assert registry.get("sleep").seconds([], {"seconds": 2.5}) == 2.5
+    assert registry.get("add").seconds([1, 2], {}) is None
+
+    def wait(label: str, pause: float = 1.0) -> str:
+        return label
+
+    assert Registry().register(wait, duration="pause").seconds(["x"], {}) == 1.0
+    with pytest.raises(ValueError, match="duration 'delay' is not one of its arguments"):
+        Registry().register(wait, duration="delay")
+
+
+@pytest.mark.parametrize(
+    ("args", "options", "config_limit"),
+    [([400], {}, 300.0), ([10], {"time_limit": 5}, 300.0), ([10], {}, 10.0)],
+)
+def test_a_sleep_longer_than_its_time_limit_is_refused_at_submit(
+    args: list[float], options: dict[str, float], config_limit: float, tmp_path: Path
+) -> None:
+    client = Client(Config.from_env(env={"YADTQ_HOME": str(tmp_path)}, time_limit=config_limit))
+    limit = options.get("time_limit", config_limit)
+    with pytest.raises(BadArguments, match=f"sleep: seconds={args[0]} does not fit the time limit of {limit:g}s"):
+        client.build("sleep", args, **options)
+    assert client.build("sleep", [args[0]], time_limit=args[0] + 1).time_limit == args[0] + 1
+    assert client.build("sleep", [min(args[0], limit) - 1], **options).op == "sleep"
