@@ -1,0 +1,130 @@
+"""Group changes while tasks run: no partition is stranded, the group settles, short tasks flow.
+
+The scenario a new user hit: one worker busy with a long task, another leaves, a third joins; then
+short tasks are submitted. Before the worker loop was reshaped, the busy worker polled Kafka only
+between checks on its task, so it could never finish a rebalance (kafka-python drops a join that
+completes between two polls and sends a new one): the group rebalanced about once a second and
+the busy worker's partitions had no one serving them until the long task ended.
+
+Each test pins the long tasks on chosen workers by giving them ids that Kafka's default
+partitioner puts on those workers' partitions, and reads the broker's own log to count rebalances.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+from kafka.partitioner.default import murmur2
+
+from tests.conftest import live_workers
+from yadtq.client import Client, TaskHandle
+from yadtq.config import Config
+from yadtq.pool import Pool
+
+pytestmark = [pytest.mark.services, pytest.mark.slow]
+LONG = 40.0  # outlives each scenario; the pool hands it back at clean-up
+KAFKA_INFO = {"YADTQ_KAFKA_LOG_LEVEL": "INFO"}  # the group protocol's lines show who led each rebalance
+
+
+def owned(client: Client, name: str) -> set[int]:
+    row = client.workers().set_index("name").loc[name]
+    return {int(p) for p in str(row["partitions"]).split(",") if p}
+
+
+def submit_on(client: Client, partitions: set[int], op: str, *args: object) -> TaskHandle:
+    """Submit a task whose id the default partitioner maps onto ``partitions`` (so onto their owner)."""
+    for _ in range(10_000):
+        msg = client.build(op, args, time_limit=LONG * 3)
+        if (murmur2(msg.id.encode()) & 0x7FFFFFFF) % client.config.partitions in partitions:
+            client.backend.submit(msg)
+            client.broker.publish(msg.encode(), key=msg.id)
+            return client.handle(msg.id)
+    raise AssertionError(f"no id hashed onto {partitions}")
+
+
+def wait_processing(client: Client, handle: TaskHandle, wait_for) -> str:
+    wait_for(lambda: client.status(handle.id).value == "processing", timeout=30, what="the long task to start")
+    return str(client.task(handle.id)["worker"])  # type: ignore[index]
+
+
+def rebalances(config: Config) -> int:
+    """How many times the broker started a rebalance of this namespace's group (its own log)."""
+    try:
+        log = Path(json.loads(config.services_file.read_text())["kafka_log"])
+        text = log.read_text(errors="replace")
+    except (OSError, KeyError, ValueError):
+        pytest.skip("the broker's log is not ours to read (Kafka was not started by yadtq up)")
+    return len(re.findall(rf"Preparing to rebalance group {re.escape(config.group_id)} ", text))
+
+
+def short_tasks_finish(client: Client, n: int = 8, within: float = 15.0) -> list[float]:
+    """Submit ``n`` quick tasks and return how long each took; each must finish ``within`` seconds."""
+    started = time.monotonic()
+    handles = [client.submit("add", i, i) for i in range(n)]
+    took = []
+    for i, handle in enumerate(handles):
+        left = max(0.1, within - (time.monotonic() - started))
+        assert handle.result(timeout=left) == 2 * i
+        took.append(time.monotonic() - started)
+    return took
+
+
+def led(pool: Pool, name: str) -> bool:
+    return "Elected group leader" in pool.processes[name].log_path.read_text(errors="replace")
+
+
+@pytest.mark.parametrize("busy_is_leader", [True, False], ids=["busy-leader", "busy-follower"])
+def test_short_tasks_flow_while_a_long_task_runs_through_a_leave_and_a_join(
+    make_config, tmp_path, wait_for, busy_is_leader
+):
+    config = make_config()
+    with Client(config) as client, Pool(config, log_dir=tmp_path) as pool:
+        # The first member of a group leads it for as long as it stays.
+        first = pool.start(1, prefix="a", extra_env=KAFKA_INFO)[0].name
+        wait_for(live_workers(client, 1), timeout=60, what="the first worker")
+        others = [w.name for w in pool.start(2 if not busy_is_leader else 1, prefix="a", extra_env=KAFKA_INFO)]
+        wait_for(live_workers(client, 1 + len(others)), timeout=60, what="every worker to own partitions")
+        before = rebalances(config)
+
+        busy = first if busy_is_leader else others[0]
+        long_task = submit_on(client, owned(client, busy), "sleep", LONG)
+        assert wait_processing(client, long_task, wait_for) == busy
+        leaving = others[-1]
+        pool.stop(leaving)
+        time.sleep(2)
+        joined = pool.start(1, prefix="c", extra_env=KAFKA_INFO)[0].name
+        time.sleep(8)
+
+        took = short_tasks_finish(client)
+        assert client.status(long_task.id).value == "processing", "the long task was disturbed"
+        workers = client.workers().set_index("name")
+        assert workers.loc[busy, "state"] == "busy"
+        assert workers.loc[joined, "partitions"], "the new worker got no partition"
+        assert led(pool, first) and (busy_is_leader or not led(pool, busy)), "the leader was not who we meant"
+        group_changes = rebalances(config) - before
+        # leave, join, the busy worker shedding its partitions (and the odd extra one), not one a second
+        assert group_changes <= 6, f"{group_changes} rebalances for 2 group changes"
+        print(f"8 short tasks done {took[-1]:.2f}s after submission; {group_changes} rebalances")
+
+
+def test_a_join_and_a_leave_in_a_row_while_two_workers_are_busy(make_config, tmp_path, wait_for):
+    config = make_config()
+    with Client(config) as client, Pool(config, log_dir=tmp_path) as pool:
+        names = [w.name for w in pool.start(3, prefix="a")]
+        wait_for(live_workers(client, 3), timeout=60, what="3 workers to own partitions")
+        before = rebalances(config)
+        long_tasks = [submit_on(client, owned(client, name), "sleep", LONG) for name in names[:2]]
+        assert [wait_processing(client, h, wait_for) for h in long_tasks] == names[:2]
+
+        pool.start(1, prefix="c")
+        pool.stop(names[2])
+
+        took = short_tasks_finish(client)
+        assert all(client.status(h.id).value == "processing" for h in long_tasks), "a long task was disturbed"
+        group_changes = rebalances(config) - before
+        assert group_changes <= 6, f"{group_changes} rebalances for 2 group changes"
+        print(f"8 short tasks done {took[-1]:.2f}s after submission; {group_changes} rebalances")
