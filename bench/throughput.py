@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=10_000)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    config = Config.from_env(namespace=f"tput{uuid.uuid4().hex[:8]}")
+    config = Config.from_env(namespace=f"tput{uuid.uuid4().hex[:8]}", log_level="WARNING")
     with Client(config) as client, Pool(config) as pool:
         try:
             pool.start(args.workers)
