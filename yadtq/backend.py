@@ -102,6 +102,18 @@ class Backend:
         return bool(self._run("submit", *self._fields(msg), time.time()))
 
     @guarded
+    def record(self, batch: list[TaskMessage | str]) -> None:
+        """Write many ``queued`` records (a message) and take-backs (an id) in one pipeline, in order."""
+        pipe = self.redis.pipeline(transaction=False)
+        now = time.time()
+        for item in batch:
+            if isinstance(item, TaskMessage):
+                self._scripts["submit"](args=[self.ns, *self._fields(item), now], client=pipe)
+            else:
+                self._scripts["unsubmit"](args=[self.ns, item], client=pipe)
+        pipe.execute()
+
+    @guarded
     def unsubmit(self, task_id: str) -> bool:
         """Take back the record of a task whose message never reached Kafka."""
         return bool(self._run("unsubmit", task_id))

@@ -116,6 +116,28 @@ class Broker:
                     raise self._unavailable(exc) from None
             return self._producer
 
+    def send(
+        self,
+        value: bytes,
+        key: str | None = None,
+        partition: int | None = None,
+        topic: str | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> Any:
+        """Hand one message to the producer and return at once: a future of its acknowledgement,
+        which fails within ``submit_timeout`` (the producer's own delivery timeout) if Kafka does
+        not take it, so a message never arrives after its sender was told it failed."""
+        try:
+            return self.producer.send(
+                topic or self.config.task_topic,
+                value=value,
+                key=key.encode() if key else None,
+                partition=partition,
+                headers=headers,
+            )
+        except KafkaError as exc:
+            raise self._unavailable(exc) from None
+
     def publish(
         self,
         value: bytes,
@@ -125,18 +147,25 @@ class Broker:
         headers: list[tuple[str, bytes]] | None = None,
     ) -> int:
         """Send one message and wait for the broker's acknowledgement; returns its partition."""
+        future = self.send(value, key, partition, topic, headers)
+        return self.acknowledged(future)
+
+    def acknowledged(self, future: Any, timeout: float | None = None) -> int:
+        """Wait for a sent message's acknowledgement; its partition, or ServiceUnavailable."""
         try:
-            future = self.producer.send(
-                topic or self.config.task_topic,
-                value=value,
-                key=key.encode() if key else None,
-                partition=partition,
-                headers=headers,
-            )
             # The producer's own delivery timeout fires first; this is only a backstop.
-            return int(future.get(timeout=self.config.submit_timeout + 5).partition)
+            wait = self.config.submit_timeout + 5 if timeout is None else timeout
+            return int(future.get(timeout=wait).partition)
         except KafkaError as exc:
             raise self._unavailable(exc) from None
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every message sent so far is acknowledged or has failed."""
+        if self._producer is not None:
+            try:
+                self._producer.flush(timeout=self.config.submit_timeout + 5 if timeout is None else timeout)
+            except KafkaError as exc:
+                raise self._unavailable(exc) from None
 
     def close(self, timeout: float = 5.0) -> None:
         with self._lock:

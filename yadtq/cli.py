@@ -152,6 +152,7 @@ def cmd_submit(config: Config, args: argparse.Namespace) -> int:
             max_retries=args.max_retries,
             time_limit=args.time_limit,
             retry_errors=args.retry_errors,
+            wait=True,  # one task from a terminal: say "accepted" only once Kafka has it
         )
         if not client.live_workers():
             print("yadtq: queued; no worker is running (start one with `yadtq worker`)", file=sys.stderr)

@@ -10,6 +10,7 @@ acknowledgement; if Kafka does not acknowledge in time the record is taken back 
 from __future__ import annotations
 
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from yadtq.backend import Backend
@@ -25,6 +26,7 @@ from yadtq.errors import (
     UnknownTask,
 )
 from yadtq.ops import load_imports, registry
+from yadtq.outbox import Outbox
 from yadtq.task import TaskMessage, TaskStatus, json_safe
 
 if TYPE_CHECKING:
@@ -60,6 +62,8 @@ WORKER_COLUMNS = [
     "started_at",
 ]
 MAX_TIME_LIMIT = 24 * 3600.0
+#: Acknowledgements a client keeps track of before it drops the ones already in.
+UNACKED_KEPT = 100_000
 #: Worker states (as ``Client.workers`` shows them) of a worker that is not running any more.
 GONE_STATES = frozenset({"stopped", "dead", "unresponsive"})
 #: The error for an ambiguous id prefix lists at most this many of its matches.
@@ -69,9 +73,18 @@ SHOWN_MATCHES = 5
 class TaskHandle:
     """A submitted task, by id; cheap to make for any id (``client.handle(task_id)``)."""
 
-    def __init__(self, client: Client, task_id: str) -> None:
+    def __init__(self, client: Client, task_id: str, sent: Any = None) -> None:
         self.client = client
         self.id = task_id
+        self._sent = sent  # Kafka's future of a fast submit; None once known acknowledged
+
+    def accepted(self, timeout: float | None = None) -> bool:
+        """Wait until Kafka has acknowledged the task (at once after a waiting submit): True, or
+        ServiceUnavailable if it refused it, in which case the task has no record and never runs."""
+        if self._sent is not None:
+            self.client.broker.acknowledged(self._sent, timeout)
+            self._sent = None
+        return True
 
     def status(self) -> TaskStatus:
         return self.client.status(self.id)
@@ -98,6 +111,8 @@ class Client:
         load_imports(self.config.imports)
         self.backend = Backend(self.config)
         self.broker = Broker(self.config)
+        self.outbox = Outbox(self.backend, self.config.submit_timeout)
+        self._unacked: deque[tuple[str, Any]] = deque()  # (task id, Kafka future) of fast submits
 
     # --- submitting --------------------------------------------------------------------------
     def submit(self, op: str, *args: Any, **kwargs: Any) -> TaskHandle:
@@ -113,13 +128,28 @@ class Client:
         max_retries: int | None = None,
         time_limit: float | None = None,
         retry_errors: bool = False,
+        wait: bool | None = None,
     ) -> TaskHandle:
         """Submit with options: retries for infrastructure failures, a time limit in seconds, and
-        whether errors of the operation itself (and timeouts) are retried too."""
+        whether errors of the operation itself (and timeouts) are retried too.
+
+        With ``wait`` (default: the ``submit_wait`` setting, off) this returns once Kafka has
+        acknowledged the message, and raises ServiceUnavailable (leaving no record) if it does not.
+        Without it, the message goes into the producer's batch and this returns at once, about ten
+        times faster; ``handle.accepted()`` or ``client.flush()`` then say whether Kafka took it, and
+        a message it refused leaves no ``queued`` record behind (see ``outbox.py``)."""
         msg = self.build(op, args, kwargs, max_retries=max_retries, time_limit=time_limit, retry_errors=retry_errors)
+        self.broker.ensure_topics()
+        if not (self.config.submit_wait if wait is None else wait):
+            future = self.broker.send(msg.encode(), key=msg.id)
+            self.outbox.record(msg)
+            future.add_errback(lambda _exc: self.outbox.take_back(msg.id))
+            self._unacked.append((msg.id, future))
+            if len(self._unacked) > UNACKED_KEPT:
+                self._forget_acked()
+            return TaskHandle(self, msg.id, future)
         self.backend.submit(msg)
         try:
-            self.broker.ensure_topics()
             self.broker.publish(msg.encode(), key=msg.id)
         except ServiceUnavailable:
             try:
@@ -128,6 +158,20 @@ class Client:
                 pass
             raise
         return TaskHandle(self, msg.id)
+
+    def flush(self) -> None:
+        """Wait until every task submitted so far is acknowledged by Kafka and recorded in Redis;
+        ServiceUnavailable names the ones Kafka refused (their records are gone, so resubmit them)."""
+        self.broker.flush()
+        refused = [task_id for task_id, future in self._unacked if future.failed()]
+        self._unacked.clear()
+        self.outbox.flush()
+        if refused:
+            raise ServiceUnavailable(f"Kafka did not accept {len(refused)} task(s): {', '.join(refused[:5])}")
+
+    def _forget_acked(self) -> None:
+        """Keep only the futures still pending or failed, so a long-running client stays small."""
+        self._unacked = deque((i, f) for i, f in self._unacked if not f.succeeded())
 
     def build(
         self, op: str, args: list[Any] | tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None, **options: Any
@@ -179,7 +223,7 @@ class Client:
         (listing them) if several do. A full id is found without scanning the index."""
         if not prefix or len(prefix) > 64 or not prefix.isascii() or not prefix.isprintable():
             raise UnknownTask(f"{prefix!r} is not a task id: ids are 1-64 printable ASCII characters")
-        if self.backend.task(prefix) is not None:
+        if self.task(prefix) is not None:
             return prefix
         matches = self.backend.task_ids(prefix)
         if not matches:
@@ -190,9 +234,11 @@ class Client:
         return matches[0]
 
     def status(self, task_id: str) -> TaskStatus:
-        return self.backend.status(task_id)
+        record = self.task(task_id)
+        return TaskStatus(record["status"]) if record else TaskStatus.UNKNOWN
 
     def task(self, task_id: str) -> dict[str, Any] | None:
+        self.outbox.flush()  # see our own submits
         return self.backend.task(task_id)
 
     def result(self, task_id: str, timeout: float = 30.0) -> Any:
@@ -202,6 +248,7 @@ class Client:
         make one appear. (A task that another producer sent without writing its record, see
         docs/protocol.md, is unknown until a worker picks it up.)"""
         deadline = time.monotonic() + timeout
+        self.outbox.flush()
         while True:
             record = self.backend.task(task_id)
             if record is None:
@@ -221,6 +268,7 @@ class Client:
         step's note is its error; the final ``failed`` step records only the reason, because the
         error is stored on the task, so here its note gets the error too ("error: ZeroDivisionError:
         ...") and the story reads whole."""
+        self.outbox.flush()
         entries = self.backend.history(task_id)
         if entries and entries[-1]["status"] == TaskStatus.FAILED.value:
             error = (self.backend.task(task_id) or {}).get("error")
@@ -231,6 +279,7 @@ class Client:
 
     def cancel(self, task_id: str) -> TaskStatus:
         """Cancel a task that has not started; raises NotCancellable otherwise."""
+        self.outbox.flush()
         outcome = self.backend.cancel(task_id)
         if outcome != TaskStatus.CANCELLED.value:
             raise NotCancellable(f"task {task_id} is {outcome}; only queued or retrying tasks can be cancelled")
@@ -239,6 +288,7 @@ class Client:
     # --- tables --------------------------------------------------------------------------------
     def tasks(self, limit: int = 100) -> pd.DataFrame:
         """The newest ``limit`` tasks, newest first."""
+        self.outbox.flush()
         return _frame(self.backend.tasks(limit), TASK_COLUMNS, ("submitted_at", "started_at", "finished_at"))
 
     def workers(self, live_only: bool = False) -> pd.DataFrame:
@@ -291,6 +341,7 @@ class Client:
         )
 
     def close(self) -> None:
+        self.outbox.close()
         self.broker.close()
         self.backend.close()
 

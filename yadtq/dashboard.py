@@ -204,7 +204,7 @@ class Dashboard:
             return None
         try:
             args = parse_args(self.args.value)
-            handle = self.client.submit(self.op.value, *args)
+            handle = self.client.submit_with(self.op.value, args, wait=True)
         except (ValueError, YadtqError) as exc:
             self.message.value = f"not submitted: {exc}"
             return None
