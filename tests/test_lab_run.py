@@ -10,12 +10,15 @@ tests/unit/test_lab_simulate.py.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import redis
 from kafka import KafkaAdminClient
 
+from tests.conftest import cli
 from yadtq.config import Config
-from yadtq.lab import Experiment, Fault, predict
+from yadtq.lab import Experiment, Fault, Result, predict
 from yadtq.lab.run import run
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
@@ -82,3 +85,16 @@ def test_a_killed_worker_loses_nothing_and_the_probe_counts_the_rerun(base_confi
     assert len(rerun) >= 1 and s["audit_executed_more_than_once"] == len(rerun)
     assert (rerun["worker"] == "worker-2").all()  # finished by the survivor
     assert_cleaned_up(base_config, s["namespace"])
+
+
+@pytest.mark.timeout(150)
+def test_lab_run_from_the_terminal_writes_results_and_plots(base_config: Config, tmp_path: Path) -> None:
+    spec = Experiment(name="cli", arrival_rate=10, service_seconds=0.05, workers=2, tasks=20).save(tmp_path / "s.json")
+    out = tmp_path / "out"
+    proc = cli(base_config, "lab", "run", str(spec), "-o", str(out), "--no-progress", timeout=140)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "20/20 tasks" in proc.stdout and "audit: lost 0  executed more than once 0  completed once 20" in proc.stdout
+    result = Result.load(out)
+    assert len(result.tasks) == 20 and result.experiment == Experiment.load(spec)
+    assert (out / "gantt.png").stat().st_size > 0 and (out / "response.png").stat().st_size > 0
+    assert_cleaned_up(base_config, result.summary["namespace"])

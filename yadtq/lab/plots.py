@@ -17,10 +17,10 @@ if TYPE_CHECKING:
 
 #: Sweep columns drawn by :func:`sweep_plot`, with their labels, in drawing order.
 SERIES = [
-    ("measured", "measured (real workers)", "o-"),
-    ("simulated", "simulation (SimPy)", "s--"),
-    ("theory", "theory, partitioned (M/G/1 per worker)", "-"),
-    ("mmc", "theory, pooled (M/M/c)", ":"),
+    ("measured", "measured (real workers)", "o-", "black"),
+    ("simulated", "simulation (SimPy)", "s--", "tab:blue"),
+    ("theory", "theory, partitioned (M/G/1 per worker)", "-", "tab:orange"),
+    ("mmc", "theory, pooled (M/M/c)", ":", "tab:green"),
 ]
 
 
@@ -40,14 +40,14 @@ def sweep_plot(frame: pd.DataFrame, x: str = "utilisation", metric: str = "respo
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True, height_ratios=[2, 1])
     data = frame.sort_values(x)
     reference = "measured" if f"measured_{metric}" in data and data[f"measured_{metric}"].notna().any() else "simulated"
-    for key, label, style in SERIES:
+    for key, label, style, color in SERIES:
         column = f"{key}_{metric}"
         if column not in data or data[column].isna().all():
             continue
-        top.plot(data[x], data[column], style, label=label)
+        top.plot(data[x], data[column], style, color=color, label=label)
         if key != reference:
             error = (data[column] - data[f"{reference}_{metric}"]) / data[f"{reference}_{metric}"]
-            bottom.plot(data[x], 100 * error, style, label=label)
+            bottom.plot(data[x], 100 * error, style, color=color, label=label)
     top.set_ylabel(f"{metric.replace('_', ' ')} (s)")
     top.legend(fontsize="small")
     top.set_title(f"{metric.replace('_', ' ')} against {x}")
