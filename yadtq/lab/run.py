@@ -199,7 +199,7 @@ def _drive(
         try:
             last_arrival = plan.t0 + (plan.arrivals[-1] if n else 0.0)
             drain = drain_timeout if drain_timeout is not None else _default_drain(experiment)
-            _await_drain(client, ids, bar, last_arrival + drain, _quiet_period(experiment), threads[0])
+            _await_drain(client, ids, bar, last_arrival + drain, _quiet_period(experiment), threads[0], futures)
         finally:
             stop.set()
             bar.close()
@@ -223,6 +223,7 @@ def _await_drain(
     deadline: float,
     quiet: float,
     generator: threading.Thread,
+    futures: list[Future[None]],
 ) -> None:
     """Until every task is final, nothing has finished for ``quiet`` seconds after the last
     submission (the rest are lost), or the deadline."""
@@ -235,7 +236,7 @@ def _await_drain(
         bar.set_postfix(sent=len(sent), refresh=False)
         if now_finished != finished:
             finished, changed = now_finished, time.time()
-        everything_sent = not generator.is_alive()
+        everything_sent = not generator.is_alive() and all(f.done() for f in list(futures))
         if everything_sent and finished == len(sent):
             return
         if everything_sent and time.time() - changed > quiet:

@@ -90,7 +90,7 @@ class Experiment:
     heartbeat_timeout: float = 2.5
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "service_times", tuple(float(s) for s in self.service_times))
+        object.__setattr__(self, "service_times", _numbers("service_times", list(self.service_times)))
         faults = tuple(f if isinstance(f, Fault) else _fault(f) for f in self.faults)
         object.__setattr__(self, "faults", faults)
         self.validate()
