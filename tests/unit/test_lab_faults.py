@@ -26,12 +26,13 @@ class FakePool:
 
     def stop(self, name: str, timeout: float | None = None) -> None:
         self._note("term", name)
+        time.sleep(0.3)  # a graceful stop waits for the worker's task
 
     def signal(self, name: str, sig: int) -> None:
         self._note({signal.SIGSTOP: "SIGSTOP", signal.SIGCONT: "SIGCONT"}[sig], name)
 
 
-def test_faults_happen_in_time_order_and_pause_for_resumes() -> None:
+def test_faults_happen_on_time_and_pause_for_resumes_and_term_does_not_hold_up_the_rest() -> None:
     pool = FakePool()
     faults = (
         Fault(at=0.3, action="kill", worker=1),

@@ -259,19 +259,29 @@ def _faults(pool: Pool, faults: tuple[Fault, ...], t0: float, stop: threading.Ev
             actions += [(fault.at, "pause", fault.worker), (fault.at + fault.seconds, "resume", fault.worker)]
         else:
             actions.append((fault.at, fault.action, fault.worker))
+    stopping: list[threading.Thread] = []
+
+    def term(name: str) -> None:
+        # A graceful stop waits for the worker's task; the faults after it must not wait too.
+        stopper = threading.Thread(target=pool.stop, args=(name, pool.config.shutdown_grace + 15), name="lab-term")
+        stopper.start()
+        stopping.append(stopper)
+
     do: dict[str, Callable[[str], object]] = {
         "kill": pool.kill,
-        "term": lambda name: pool.stop(name, timeout=pool.config.shutdown_grace + 15),
+        "term": term,
         "pause": lambda name: pool.signal(name, signal.SIGSTOP),
         "resume": lambda name: pool.signal(name, signal.SIGCONT),
     }
-    for at, action, worker in sorted(actions):
-        if stop.wait(max(0.0, t0 + at - time.time())):
-            return
-        began = time.time()
-        do[action](names[worker])
-        log.append({"at": at, "action": action, "worker": names[worker], "done_at": time.time() - t0})
-        log[-1]["took"] = time.time() - began
+    try:
+        for at, action, worker in sorted(actions):
+            if stop.wait(max(0.0, t0 + at - time.time())):
+                return
+            do[action](names[worker])
+            log.append({"at": at, "action": action, "worker": names[worker], "done_at": time.time() - t0})
+    finally:
+        for stopper in stopping:
+            stopper.join(timeout=pool.config.shutdown_grace + 30)
 
 
 # --- reading the outcome ----------------------------------------------------------------------------
