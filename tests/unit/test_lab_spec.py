@@ -83,6 +83,7 @@ def test_a_short_overload_is_allowed() -> None:
 @pytest.mark.parametrize(
     ("data", "sentence"),
     [
+        ({"name": "../x"}, "name must be 1-64 letters, digits, '-', '_' or '.', not '../x'."),
         ({"arrival_rate": -1}, "arrival_rate must be a positive number, not -1."),
         ({"arrival_rate": "fast"}, "arrival_rate must be a positive number, not 'fast'."),
         ({"speed": 3}, "unknown experiment field(s): speed; known: "),

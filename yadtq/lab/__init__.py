@@ -6,9 +6,12 @@
 - :mod:`~yadtq.lab.run`: the same experiment on real workers, Kafka and Redis.
 - :mod:`~yadtq.lab.result`: :class:`Result`, one shape for simulated and measured runs.
 - :mod:`~yadtq.lab.plots`: the pictures a class looks at.
+- :mod:`~yadtq.lab.sweep`: a grid of experiments, one tidy row each.
+- :mod:`~yadtq.lab.probe`: the ``lab.work`` operation, which counts its own executions.
+- :mod:`~yadtq.lab.commands`: ``yadtq lab ...``.
 
-Only :mod:`spec`, :mod:`theory`, :mod:`result` are imported here, so ``import yadtq.lab`` stays
-cheap; the heavier modules are imported where they are used.
+Only :mod:`spec`, :mod:`theory` and :mod:`result` are imported here; the simulation (SimPy) and
+the real runs (Kafka, Redis, worker processes) are imported where they are used.
 """
 
 from yadtq.lab.result import Result

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -130,6 +131,8 @@ class Experiment:
 
     # --- validation -----------------------------------------------------------------------------
     def validate(self) -> None:
+        if not isinstance(self.name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", self.name):
+            raise SpecError(f"name must be 1-64 letters, digits, '-', '_' or '.', not {self.name!r}.")
         _one_of("arrival", self.arrival, ARRIVALS)
         _one_of("service", self.service, SERVICES)
         _one_of("delivery", self.delivery, DELIVERIES)
