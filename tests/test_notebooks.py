@@ -26,6 +26,7 @@ from yadtq.ops import MAX_FACTORIAL
 pytestmark = pytest.mark.services
 
 NOTEBOOK = ROOT / "notebooks" / "01-quickstart.ipynb"
+LAB_NOTEBOOK = ROOT / "notebooks" / "03-load-experiments.ipynb"
 
 
 #: States of a worker that is up and heartbeating; "idle (no partition)" is one that Kafka has not
@@ -180,5 +181,32 @@ def test_quickstart_notebook_runs_under_nbval(base_config: Config) -> None:
         "-q",
     ]
     proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"nbval failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-2000:]}"
+    assert " passed" in proc.stdout and " failed" not in proc.stdout
+
+
+@pytest.mark.timeout(360)
+def test_load_experiments_notebook_runs_under_strict_nbval(base_config: Config) -> None:
+    # Strict: the spec, the formulas and the simulation are deterministic and their stored outputs
+    # are compared; the cells with measured figures are tagged nbval-ignore-output.
+    env = {
+        **os.environ,
+        "YADTQ_KAFKA_BOOTSTRAP": base_config.kafka_bootstrap,
+        "YADTQ_REDIS_URL": base_config.redis_url,
+    }
+    env.pop("YADTQ_NAMESPACE", None)
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "--nbval",
+        "--nbval-current-env",
+        "--nbval-cell-timeout=150",
+        str(LAB_NOTEBOOK),
+        "-p",
+        "no:cacheprovider",
+        "-q",
+    ]
+    proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=330)
     assert proc.returncode == 0, f"nbval failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-2000:]}"
     assert " passed" in proc.stdout and " failed" not in proc.stdout

@@ -92,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="services up, 3 workers, a batch of tasks, the final tables")
     p.add_argument("--workers", type=int, default=3)
     p.add_argument("--tasks", type=int, default=30)
+    add_lab_parser(sub)
     return parser
 
 
@@ -282,6 +283,22 @@ def cmd_demo(config: Config, args: argparse.Namespace) -> int:
 
     run_demo(config, workers=args.workers, tasks=args.tasks)
     return 0
+
+
+# --- lab: load experiments (yadtq/lab/commands.py holds its parser and its commands) --------------
+def add_lab_parser(sub: Any) -> None:
+    from yadtq.lab.commands import add_parser
+
+    add_parser(sub)
+
+
+def cmd_lab(config: Config, args: argparse.Namespace) -> int:
+    from yadtq.lab.commands import main as lab_main
+
+    return lab_main(config, args)
+
+
+# --- end of lab ------------------------------------------------------------------------------------
 
 
 COMMANDS = {name.removeprefix("cmd_"): fn for name, fn in globals().items() if name.startswith("cmd_")}

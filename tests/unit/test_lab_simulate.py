@@ -1,0 +1,86 @@
+"""The discrete-event model against the formulas, Little's law, and the Result it returns."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import pytest
+
+from yadtq.lab import Experiment, Result, predict
+from yadtq.lab.plots import gantt, response_distribution, sweep_plot
+from yadtq.lab.result import COLUMNS, summarise
+from yadtq.lab.simulate import simulate
+
+LONG = Experiment(arrival_rate=2.1, service_seconds=1.0, workers=3, partitions=3, tasks=300_000, seed=11)
+
+
+def test_pooled_simulation_matches_erlang_c_on_a_long_run() -> None:
+    result = simulate(LONG, dispatch="pooled")
+    theory = predict(LONG, "pooled")
+    assert theory.model == "M/M/c"
+    assert result.summary["wait_mean"] == pytest.approx(theory.mean_wait, rel=0.05)
+    assert result.summary["response_mean"] == pytest.approx(theory.mean_response, rel=0.05)
+    assert result.summary["utilisation_mean"] == pytest.approx(theory.utilisation, rel=0.02)
+
+
+def test_partitioned_simulation_matches_pollaczek_khinchine() -> None:
+    spec = LONG.replace(partitions=8, service="constant")  # 3 + 3 + 2 partitions: uneven, deterministic
+    result = simulate(spec)
+    theory = predict(spec)
+    assert result.summary["wait_mean"] == pytest.approx(theory.mean_wait, rel=0.05)
+    assert result.summary["response_mean"] == pytest.approx(theory.mean_response, rel=0.05)
+    # the worker with 2 partitions of 8 carries a quarter of the load
+    assert result.summary["utilisation"]["worker-3"] == pytest.approx(2.1 * 2 / 8, rel=0.03)
+
+
+def test_littles_law_holds_on_simulated_data_and_catches_inconsistent_times() -> None:
+    result = simulate(LONG.replace(tasks=50_000))
+    s = result.summary
+    assert s["littles_error"] < 0.01
+    assert s["mean_in_system"] == pytest.approx(s["arrival_rate"] * s["response_mean"], rel=0.01)
+
+    broken = result.tasks.copy()
+    broken.loc[::2, "finished"] += 5.0  # half the tasks leave 5 s later than their response time says
+    assert summarise(broken)["littles_error"] > 0.5
+
+
+def test_the_result_has_the_run_columns_and_round_trips(tmp_path: Path) -> None:
+    spec = Experiment(arrival_rate=8, service_seconds=0.1, workers=2, tasks=400, seed=2)
+    result = simulate(spec)
+    assert list(result.tasks.columns) == COLUMNS
+    assert len(result.tasks) == 400 and result.tasks["id"].is_unique
+    assert (result.tasks["executions"] == 1).all() and result.summary["completed"] == 400
+    assert result.tasks["worker"].nunique() == 2
+    again = Result.load(result.save(tmp_path / "run"))
+    pd.testing.assert_frame_equal(again.tasks, result.tasks, check_dtype=False)
+    assert again.experiment == spec and again.source == "simulation"
+    assert again.summary["response_mean"] == pytest.approx(result.summary["response_mean"])
+
+
+def test_same_spec_same_simulation() -> None:
+    spec = Experiment(arrival_rate=15, service_seconds=0.1, workers=2, tasks=2_000, seed=5)
+    pd.testing.assert_frame_equal(simulate(spec).tasks, simulate(spec).tasks)
+
+
+def test_plots_draw_what_they_say() -> None:
+    plt.switch_backend("Agg")
+    result = simulate(Experiment(arrival_rate=15, service_seconds=0.1, workers=3, tasks=300))
+    ax = gantt(result)
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["worker-1", "worker-2", "worker-3"]
+    plt.close(ax.figure)
+    ax = response_distribution(result, predictions=[predict(result.experiment)])
+    assert len(ax.get_legend().get_texts()) == 2
+    plt.close(ax.figure)
+    frame = pd.DataFrame(
+        {
+            "utilisation": [0.3, 0.5],
+            "simulated_response_mean": [0.12, 0.2],
+            "theory_response_mean": [0.13, 0.2],
+            "mmc_response_mean": [0.11, 0.13],
+        }
+    )
+    top, bottom = sweep_plot(frame)
+    assert len(top.get_lines()) == 3 and len(bottom.get_lines()) == 3  # 2 errors + the zero line
+    plt.close(top.figure)

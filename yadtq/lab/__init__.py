@@ -1,0 +1,32 @@
+"""The simulation lab: describe a load experiment once, then predict it, simulate it and run it.
+
+- :mod:`~yadtq.lab.spec`: :class:`Experiment`, the JSON description of a run, and its schedule.
+- :mod:`~yadtq.lab.theory`: queueing formulas (M/M/c, M/G/c, and yadtq's partitioned dispatch).
+- :mod:`~yadtq.lab.simulate`: the same experiment as a discrete-event model (SimPy).
+- :mod:`~yadtq.lab.run`: the same experiment on real workers, Kafka and Redis.
+- :mod:`~yadtq.lab.result`: :class:`Result`, one shape for simulated and measured runs.
+- :mod:`~yadtq.lab.plots`: the pictures a class looks at.
+- :mod:`~yadtq.lab.sweep`: a grid of experiments, one tidy row each.
+- :mod:`~yadtq.lab.probe`: the ``lab.work`` operation, which counts its own executions.
+- :mod:`~yadtq.lab.commands`: ``yadtq lab ...``.
+
+Only :mod:`spec`, :mod:`theory` and :mod:`result` are imported here; the simulation (SimPy) and
+the real runs (Kafka, Redis, worker processes) are imported where they are used.
+"""
+
+from yadtq.lab.result import Result
+from yadtq.lab.spec import Experiment, Fault, Schedule, SpecError
+from yadtq.lab.theory import Prediction, mgc, mmc, partitioned, predict
+
+__all__ = [
+    "Experiment",
+    "Fault",
+    "Prediction",
+    "Result",
+    "Schedule",
+    "SpecError",
+    "mgc",
+    "mmc",
+    "partitioned",
+    "predict",
+]

@@ -1,0 +1,158 @@
+"""``yadtq lab ...``: the lab from the terminal. The parser lives here so that ``yadtq.cli`` only
+hooks it in; every command is a call into the lab's modules, and mistakes are :class:`SpecError`
+(one line, exit code 2, through ``yadtq.cli``'s error mapping)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from yadtq.config import Config
+from yadtq.lab.spec import Experiment, SpecError
+
+
+def add_parser(sub: Any) -> None:
+    """Add ``lab run|predict|sweep`` to the ``yadtq`` command's subparsers."""
+    lab = sub.add_parser("lab", help="load experiments: predict, simulate and run them (see docs/lab.md)")
+    commands = lab.add_subparsers(dest="lab_command", required=True, metavar="LAB_COMMAND")
+    p = commands.add_parser("run", help="run an experiment on real workers; write its results and plots")
+    p.add_argument("spec", help="experiment JSON file")
+    p.add_argument("-o", "--output", help="directory for the results (default: lab-results/NAME-TIME)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p = commands.add_parser("predict", help="theory and simulation of an experiment (no services needed)")
+    p.add_argument("spec", help="experiment JSON file")
+    p = commands.add_parser("sweep", help="predict, simulate and run an experiment over a grid of settings")
+    p.add_argument("spec", help="experiment JSON file")
+    p.add_argument(
+        "--grid", action="append", default=[], metavar="KEY=V1,V2", help="a field and its values (repeatable)"
+    )
+    p.add_argument("-o", "--output", help="directory for sweep.csv and sweep.png")
+    p.add_argument("--simulate-only", action="store_true", help="skip the real runs (no services needed)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def main(config: Config, args: argparse.Namespace) -> int:
+    spec = Experiment.load(args.spec)
+    if args.lab_command == "predict":
+        return predict(spec)
+    if args.lab_command == "run":
+        return run(spec, config, args)
+    return sweep(spec, config, args)
+
+
+def predict(spec: Experiment) -> int:
+    from yadtq.lab.simulate import simulate
+    from yadtq.lab.theory import predict as formula
+
+    print(f"{spec.name}: {spec.expected_tasks:.0f} tasks, busiest worker at ρ = {spec.busiest_load:.3f}")
+    for dispatch in ("partitioned", "pooled"):
+        try:
+            p = formula(spec, dispatch)
+            print(
+                f"  {p.model:<22} wait {p.mean_wait:.4f} s  response {p.mean_response:.4f} s  "
+                f"in system {p.mean_in_system:.3f}  P(wait) {p.p_wait:.3f}"
+            )
+        except ValueError as exc:
+            print(f"  {dispatch:<22} no formula: {exc}")
+    s = simulate(spec).summary
+    print(
+        f"  {'simulation (SimPy)':<22} wait {s['wait_mean']:.4f} s  response {s['response_mean']:.4f} s  "
+        f"in system {s['mean_in_system']:.3f}  p99 response {s['response_p99']:.4f} s"
+    )
+    return 0
+
+
+def run(spec: Experiment, config: Config, args: argparse.Namespace) -> int:
+    from yadtq.lab.run import run as run_experiment
+
+    out = Path(args.output or Path("lab-results") / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    result = run_experiment(spec, config=config, progress=not args.no_progress)
+    result.save(out)
+    _save_plots(result, out)
+    s = result.summary
+    print(
+        f"{s['completed']}/{s['tasks']} tasks  response mean {s['response_mean']:.4f} s (p99 {s['response_p99']:.4f})"
+        f"  wait mean {s['wait_mean']:.4f} s  throughput {s['throughput']:.3f}/s"
+    )
+    print(
+        f"replay {s['replay_response_mean']:.4f} s  overhead {1000 * s['overhead_per_task']:.1f} ms/task  "
+        f"Little's law error {s['littles_error']:.2%}  generator late by up to {1000 * s['lateness_max']:.0f} ms"
+    )
+    print(
+        f"audit: lost {s['audit_lost']}  executed more than once {s['audit_executed_more_than_once']}  "
+        f"completed once {s['audit_completed_once']}"
+    )
+    print(f"results in {out}")
+    return 0
+
+
+def sweep(spec: Experiment, config: Config, args: argparse.Namespace) -> int:
+    from yadtq.lab.sweep import sweep as run_sweep
+
+    grid = dict(_grid_item(item) for item in args.grid)
+    frame = run_sweep(spec, measure=not args.simulate_only, config=config, progress=not args.no_progress, **grid)
+    shown = [c for c in frame.columns if c in grid or c == "utilisation" or c.endswith("response_mean")]
+    print(frame[shown].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    if args.output:
+        out = Path(args.output)
+        out.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(out / "sweep.csv", index=False)
+        _save_sweep_plot(frame, out)
+        print(f"results in {out}")
+    return 0
+
+
+def _grid_item(text: str) -> tuple[str, list[Any]]:
+    key, sep, values = text.partition("=")
+    if not sep or not key or not values:
+        raise SpecError(f"--grid takes KEY=V1,V2,... (for example arrival_rate=5,10), not {text!r}.")
+    parsed = []
+    for value in values.split(","):
+        try:
+            parsed.append(json.loads(value))
+        except ValueError:
+            parsed.append(value)
+    return key.strip(), parsed
+
+
+def _save_plots(result: Any, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from yadtq.lab.plots import gantt, response_distribution
+    from yadtq.lab.theory import predict as formula
+
+    predictions = []
+    for dispatch in ("partitioned", "pooled"):
+        try:
+            predictions.append(formula(result.experiment, dispatch))
+        except ValueError:
+            pass
+    for name, draw in (
+        ("gantt", lambda: gantt(result)),
+        ("response", lambda: response_distribution(result, None, predictions)),
+    ):
+        ax = draw()
+        ax.figure.savefig(out / f"{name}.png", dpi=100, bbox_inches="tight")
+        plt.close(ax.figure)
+
+
+def _save_sweep_plot(frame: Any, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from yadtq.lab.plots import sweep_plot
+
+    if frame["utilisation"].nunique() < 2 or math.isnan(frame["utilisation"].iloc[0]):
+        return
+    top, _ = sweep_plot(frame)
+    top.figure.savefig(out / "sweep.png", dpi=100, bbox_inches="tight")
+    plt.close(top.figure)

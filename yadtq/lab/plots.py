@@ -1,0 +1,105 @@
+"""The lab's pictures (matplotlib): each function draws on an ``ax`` (made if not given) and returns it,
+so a notebook can arrange them and a test can look at what was drawn."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+    from yadtq.lab.result import Result
+    from yadtq.lab.theory import Prediction
+
+#: Sweep columns drawn by :func:`sweep_plot`, with their labels, in drawing order.
+SERIES = [
+    ("measured", "measured (real workers)", "o-", "black"),
+    ("simulated", "simulation (SimPy)", "s--", "tab:blue"),
+    ("theory", "theory, partitioned (M/G/1 per worker)", "-", "tab:orange"),
+    ("mmc", "theory, pooled (M/M/c)", ":", "tab:green"),
+]
+
+
+def _axes(ax: Axes | None, size: tuple[float, float] = (7, 4)) -> Axes:
+    if ax is not None:
+        return ax
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=size)[1]
+
+
+def sweep_plot(frame: pd.DataFrame, x: str = "utilisation", metric: str = "response_mean") -> tuple[Axes, Axes]:
+    """Measured vs simulation vs both formulas over a sweep (top), and the relative error of each
+    against the measurement (bottom; against the simulation when nothing was measured)."""
+    import matplotlib.pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True, height_ratios=[2, 1])
+    data = frame.sort_values(x)
+    reference = "measured" if f"measured_{metric}" in data and data[f"measured_{metric}"].notna().any() else "simulated"
+    for key, label, style, color in SERIES:
+        column = f"{key}_{metric}"
+        if column not in data or data[column].isna().all():
+            continue
+        top.plot(data[x], data[column], style, color=color, label=label)
+        if key != reference:
+            error = (data[column] - data[f"{reference}_{metric}"]) / data[f"{reference}_{metric}"]
+            bottom.plot(data[x], 100 * error, style, color=color, label=label)
+    top.set_ylabel(f"{metric.replace('_', ' ')} (s)")
+    top.legend(fontsize="small")
+    top.set_title(f"{metric.replace('_', ' ')} against {x}")
+    bottom.axhline(0, color="grey", lw=0.8)
+    bottom.set_ylabel(f"error vs {reference} (%)")
+    bottom.set_xlabel(x)
+    fig.tight_layout()
+    return top, bottom
+
+
+def gantt(result: Result, ax: Axes | None = None, limit: int | None = 200) -> Axes:
+    """One row per worker: a thin light bar while a task waited (scheduled to started, on the row of
+    the worker that ran it) and a solid bar while it ran. The first ``limit`` tasks only, so a long
+    run stays readable."""
+    ax = _axes(ax, (9, 0.6 * result.tasks["worker"].nunique() + 1.5))
+    tasks = result.tasks.dropna(subset=["started", "finished"]).sort_values("scheduled")
+    if limit is not None:
+        tasks = tasks.head(limit)
+    workers = sorted(tasks["worker"].unique(), key=_natural)
+    for row, worker in enumerate(workers):
+        mine = tasks[tasks["worker"] == worker]
+        waits = mine[mine["wait"] > 0]
+        ax.barh(row + 0.3, waits["wait"], left=waits["scheduled"], height=0.15, color="tab:orange", alpha=0.6)
+        ax.barh(row, mine["service"], left=mine["started"], height=0.5, color="tab:blue", edgecolor="white", lw=0.3)
+    ax.set_yticks(range(len(workers)), workers)
+    ax.set_xlabel("seconds since the first arrival")
+    ax.set_title("who ran what: service (blue) and the wait before it (orange)")
+    from matplotlib.patches import Patch
+
+    ax.legend(handles=[Patch(color="tab:blue", label="service"), Patch(color="tab:orange", label="wait")], loc="best")
+    return ax
+
+
+def response_distribution(result: Result, ax: Axes | None = None, predictions: Sequence[Prediction] = ()) -> Axes:
+    """Histogram of response times, with the measured mean and each prediction's mean."""
+    ax = _axes(ax)
+    response = result.tasks["response"].dropna().to_numpy(dtype=float)
+    ax.hist(response, bins=min(60, max(10, len(response) // 20)), density=True, color="tab:blue", alpha=0.6)
+    ax.axvline(float(np.mean(response)), color="tab:blue", label=f"mean {np.mean(response):.3f} s ({result.source})")
+    for prediction, style in zip(predictions, ("--", ":", "-."), strict=False):
+        ax.axvline(
+            prediction.mean_response,
+            color="black",
+            ls=style,
+            label=f"{prediction.model}: {prediction.mean_response:.3f} s",
+        )
+    ax.set_xlabel("response time: scheduled to finished (s)")
+    ax.set_ylabel("density")
+    ax.legend(fontsize="small")
+    return ax
+
+
+def _natural(name: str) -> tuple[str, int]:
+    head, _, tail = name.rpartition("-")
+    return (head, int(tail)) if tail.isdigit() else (name, 0)

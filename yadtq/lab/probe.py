@@ -1,0 +1,54 @@
+"""The lab's unit of work, which also counts how often it really ran.
+
+A task's record in Redis says what the queue *believes* happened (attempts, final status). To test
+delivery guarantees that belief cannot be the evidence, so ``lab.work`` keeps its own count: each
+time it starts executing it increments ``NS:lab:exec:<token>`` (a key of the run's namespace, so
+:meth:`~yadtq.backend.Backend.purge` removes it) with a plain ``INCR``, outside the queue's Lua
+state machine. Then it sleeps, so the service time does not depend on how busy the CPU is.
+
+Workers load this module through ``Config.imports`` (``YADTQ_IMPORTS=yadtq.lab.probe``); the
+executor process finds Redis from the ``YADTQ_*`` variables it inherits from its worker.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import cache
+
+import redis
+
+from yadtq.config import Config
+from yadtq.errors import BadArguments
+from yadtq.ops import MAX_SLEEP, operation
+
+OPERATION = "lab.work"
+
+
+def exec_key(namespace: str, token: str) -> str:
+    return f"{namespace}:lab:exec:{token}"
+
+
+@cache
+def _connection() -> tuple[redis.Redis, str]:
+    """One connection per executor process, made on first use (the executor is long-lived)."""
+    config = Config.from_env()
+    client = redis.Redis.from_url(
+        config.redis_url, password=config.redis_password or None, socket_timeout=5, socket_connect_timeout=2
+    )
+    return client, config.namespace
+
+
+def _limits(seconds: float, token: str) -> None:
+    if not 0 <= seconds <= MAX_SLEEP:
+        raise BadArguments(f"seconds must be between 0 and {MAX_SLEEP:g}, got {seconds!r:.40}")
+    if not token or len(token) > 200:
+        raise BadArguments("token must be a non-empty string of at most 200 characters")
+
+
+@operation(name=OPERATION, limits=_limits)
+def work(seconds: float, token: str) -> int:
+    """Count this execution under ``token``, then sleep ``seconds``; returns the count so far."""
+    client, namespace = _connection()
+    count = int(client.incr(exec_key(namespace, token)))
+    time.sleep(seconds)
+    return count

@@ -1,0 +1,73 @@
+"""A grid of experiments, each predicted, simulated and (optionally) run: one tidy row per point.
+
+The columns put the four answers side by side with the same metric names, so the question a class
+asks ("how far is the formula from what we measured, and why?") is one subtraction:
+``measured_*`` (real run), ``simulated_*`` (SimPy, partitioned like yadtq), ``theory_*`` (the
+partitioned formula) and ``mmc_*`` (the textbook M/M/c, a shared queue yadtq does not have).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+from yadtq.config import Config
+from yadtq.lab.spec import Experiment, SpecError
+from yadtq.lab.theory import predict
+
+METRICS = ("wait_mean", "response_mean", "mean_in_system")
+
+
+def sweep(
+    experiment: Experiment,
+    *,
+    measure: bool = True,
+    config: Config | None = None,
+    progress: bool = True,
+    **grid: Sequence[Any],
+) -> pd.DataFrame:
+    """Every combination of ``grid`` (``arrival_rate=[5, 10], workers=[2, 4]``) applied to
+    ``experiment``. ``measure=False`` skips the real runs (no services needed)."""
+    if not grid:
+        raise SpecError("a sweep needs at least one field with a list of values, e.g. arrival_rate=[5, 10].")
+    for key, values in grid.items():
+        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
+            raise SpecError(f"sweep values for {key} must be a non-empty list.")
+    points = [dict(zip(grid, combo, strict=True)) for combo in itertools.product(*grid.values())]
+    specs = [experiment.replace(**point) for point in points]  # every point checked before any run
+    rows = []
+    for point, spec in zip(points, specs, strict=True):
+        rows.append({**point, **_row(spec, measure, config, progress)})
+    return pd.DataFrame(rows)
+
+
+def _row(spec: Experiment, measure: bool, config: Config | None, progress: bool) -> dict[str, Any]:
+    from yadtq.lab.simulate import simulate
+
+    row: dict[str, Any] = {"utilisation": spec.busiest_load, "tasks": spec.expected_tasks}
+    for key, dispatch in (("theory", "partitioned"), ("mmc", "pooled")):
+        try:
+            p = predict(spec, dispatch)
+            row.update({f"{key}_wait_mean": p.mean_wait, f"{key}_response_mean": p.mean_response})
+            row[f"{key}_mean_in_system"] = p.mean_in_system
+        except ValueError:  # not Poisson, or unstable: no formula
+            row.update({f"{key}_{m}": math.nan for m in METRICS})
+    simulated = simulate(spec).summary
+    row.update({f"simulated_{m}": simulated[m] for m in METRICS})
+    if measure:
+        from yadtq.lab.run import run
+
+        measured = run(spec, config=config, progress=progress).summary
+        row.update({f"measured_{m}": measured[m] for m in METRICS})
+        row["measured_littles_error"] = measured["littles_error"]
+        row["measured_lateness_max"] = measured["lateness_max"]
+        row["measured_service_mean"] = measured["service_mean"]
+        for name in ("lost", "executed_more_than_once", "completed_once"):
+            row[name] = measured[f"audit_{name}"]
+        for key in ("simulated", "theory", "mmc"):
+            row[f"{key}_error"] = row[f"{key}_response_mean"] / row["measured_response_mean"] - 1
+    return row

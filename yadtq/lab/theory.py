@@ -1,0 +1,135 @@
+"""Queueing theory for the lab: what the formulas say a run should measure.
+
+Two ways of dispatching tasks to ``c`` workers give different answers, and yadtq uses the second:
+
+- **pooled** (one shared queue, any free worker takes the next task): the M/M/c queue and its
+  Erlang C formula; :func:`mmc` exactly, :func:`mgc` approximately for other service times.
+- **partitioned** (yadtq): a task's key sends it to a random partition, and only the worker that
+  owns that partition can run it. Random splitting of a Poisson stream gives Poisson streams, so each
+  worker is an independent M/G/1 queue, and the Pollaczek-Khinchine formula is *exact* for it, for
+  any service-time distribution (:func:`partitioned`). A worker can be idle while another has a
+  queue, so waits are longer than M/M/c's at the same load: the lab shows by how much.
+
+Every formula needs Poisson arrivals and a stable system (ρ < 1); otherwise it raises ValueError,
+and :func:`yadtq.lab.simulate.simulate` is the tool to use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from yadtq.lab.spec import Experiment
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Steady-state means of one queueing model (times in seconds)."""
+
+    model: str
+    arrival_rate: float
+    service_rate: float
+    servers: int
+    #: Mean fraction of time a worker is busy.
+    utilisation: float
+    #: Probability that an arriving task has to wait.
+    p_wait: float
+    mean_wait: float
+    mean_response: float
+    mean_queue_length: float
+    mean_in_system: float
+
+
+def _stable(arrival_rate: float, service_rate: float, servers: int) -> float:
+    if arrival_rate <= 0 or service_rate <= 0 or servers < 1:
+        raise ValueError("arrival_rate and service_rate must be positive and servers at least 1")
+    load = arrival_rate / (servers * service_rate)
+    if load >= 1:
+        raise ValueError(
+            f"unstable: arrival_rate {arrival_rate:g} >= servers * service_rate = {servers * service_rate:g} "
+            f"(utilisation {load:.3f}); the queue grows without bound and has no steady state"
+        )
+    return load
+
+
+def erlang_c(servers: int, offered: float) -> float:
+    """P(wait) in M/M/c with offered load ``a = λ/μ``, through the Erlang B recursion
+    ``B_k = a·B_{k-1} / (k + a·B_{k-1})``: no factorials or powers, so it stays finite and accurate
+    for hundreds of servers, where the textbook sum overflows."""
+    b = 1.0
+    for k in range(1, servers + 1):
+        b = offered * b / (k + offered * b)
+    rho = offered / servers
+    return b / (1 - rho * (1 - b))
+
+
+def mmc(arrival_rate: float, service_rate: float, servers: int) -> Prediction:
+    """M/M/c: Poisson arrivals, exponential service, one shared FCFS queue."""
+    rho = _stable(arrival_rate, service_rate, servers)
+    p_wait = erlang_c(servers, arrival_rate / service_rate)
+    wait = p_wait / (servers * service_rate - arrival_rate)
+    return _prediction("M/M/c", arrival_rate, service_rate, servers, rho, p_wait, wait)
+
+
+def mgc(arrival_rate: float, service_rate: float, servers: int, scv: float) -> Prediction:
+    """M/G/c, pooled, by the Lee-Longton approximation ``Wq ≈ (1 + scv)/2 · Wq(M/M/c)``, where scv is
+    the squared coefficient of variation of the service time (0 for constant: M/D/c gets half the
+    M/M/c wait). It is exact for c = 1 (Pollaczek-Khinchine) and for exponential service (scv = 1);
+    for M/D/c with several servers it slightly overestimates the wait."""
+    base = mmc(arrival_rate, service_rate, servers)
+    wait = (1 + scv) / 2 * base.mean_wait
+    model = "M/M/c" if scv == 1 else ("M/D/c (approx.)" if scv == 0 else "M/G/c (approx.)")
+    return _prediction(model, arrival_rate, service_rate, servers, base.utilisation, base.p_wait, wait)
+
+
+def partitioned(arrival_rate: float, service_rate: float, scv: float, shares: list[float]) -> Prediction:
+    """yadtq's dispatch: worker ``i`` receives the fraction ``shares[i]`` of the tasks (its partitions
+    over all partitions) and serves them alone, as an M/G/1 queue. Mean wait per worker by
+    Pollaczek-Khinchine, ``Wq = λ_i·E[S²] / (2(1 − ρ_i))``, then weighted by traffic."""
+    if abs(sum(shares) - 1) > 1e-9 or any(s < 0 for s in shares):
+        raise ValueError("shares must be non-negative and sum to 1")
+    busy = [s for s in shares if s > 0]
+    mean_s = 1 / service_rate
+    second_moment = mean_s**2 * (1 + scv)
+    wait = p_wait = 0.0
+    for share in busy:
+        rate = arrival_rate * share
+        rho = _stable(rate, service_rate, 1)
+        wait += share * rate * second_moment / (2 * (1 - rho))
+        p_wait += share * rho  # M/G/1: an arrival waits exactly when the server is busy
+    utilisation = arrival_rate * mean_s / len(shares)
+    model = "partitioned M/M/1" if scv == 1 else "partitioned M/G/1"
+    return _prediction(model, arrival_rate, service_rate, len(shares), utilisation, p_wait, wait)
+
+
+def predict(experiment: Experiment, dispatch: str = "partitioned") -> Prediction:
+    """The formula that fits ``experiment``: yadtq's own ``partitioned`` dispatch (exact for any
+    service time), or ``pooled`` for comparison (M/M/c exactly, M/D/c or M/G/c approximately)."""
+    if experiment.arrival != "poisson":
+        raise ValueError(f"the formulas assume Poisson arrivals, not {experiment.arrival}; simulate instead")
+    if dispatch == "pooled":
+        servers = min(experiment.workers, experiment.partitions)
+        return mgc(experiment.arrival_rate, experiment.service_rate, servers, experiment.service_scv)
+    if dispatch == "partitioned":
+        shares = [p / experiment.partitions for p in experiment.partition_counts()]
+        return partitioned(experiment.arrival_rate, experiment.service_rate, experiment.service_scv, shares)
+    raise ValueError(f"dispatch must be 'partitioned' or 'pooled', not {dispatch!r}")
+
+
+def _prediction(
+    model: str, arrival_rate: float, service_rate: float, servers: int, rho: float, p_wait: float, wait: float
+) -> Prediction:
+    response = wait + 1 / service_rate
+    return Prediction(
+        model=model,
+        arrival_rate=arrival_rate,
+        service_rate=service_rate,
+        servers=servers,
+        utilisation=rho,
+        p_wait=p_wait,
+        mean_wait=wait,
+        mean_response=response,
+        mean_queue_length=arrival_rate * wait,
+        mean_in_system=arrival_rate * response,
+    )
