@@ -204,3 +204,15 @@ def test_redis_password_passes_through_config(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_the_task_index_drops_ids_whose_records_expired(make_config) -> None:
+    config = make_config(result_ttl=60)
+    backend = Backend(config)
+    old = [TaskMessage("add", [i, i], submitted_at=time.time() - 3600) for i in range(3)]
+    new = TaskMessage("add", [1, 1])
+    backend.record([*old, new])
+    backend.redis.delete(backend.keys.task(old[0].id), backend.keys.task(old[1].id))  # as if expired
+    assert backend.prune_index() == 2
+    assert set(backend.redis.zrange(backend.keys.tasks, 0, -1)) == {old[2].id, new.id}
+    assert backend.prune_index() == 0, "a live record was dropped from the index"

@@ -232,11 +232,26 @@ class Backend:
         publishing instead would race with a fast claim-fail-reschedule and lose the new schedule."""
         return list(self._run("due", time.time(), lease))
 
+    @guarded
+    def prune_index(self, count: int = 500) -> int:
+        """Drop ids of expired tasks from the task index (see scripts.PRUNE); returns how many."""
+        if self.config.result_ttl <= 0:
+            return 0  # records are kept forever, so no id can dangle
+        return int(self._run("prune", time.time() - self.config.result_ttl, count))
+
     # --- reads -------------------------------------------------------------------------------
     @guarded
     def task(self, task_id: str) -> dict[str, Any] | None:
         raw = self.redis.hgetall(self.keys.task(task_id))
         return _decode_task(raw) if raw else None
+
+    @guarded
+    def outcome(self, task_id: str) -> tuple[TaskStatus, Any, str] | None:
+        """Status, result and error only: what a waiting client needs, without decoding the record."""
+        status, result, error = self.redis.hmget(self.keys.task(task_id), "status", "result", "error")
+        if status is None:
+            return None
+        return TaskStatus(status), json.loads(result) if result else None, error or ""
 
     def status(self, task_id: str) -> TaskStatus:
         record = self.task(task_id)

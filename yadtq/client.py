@@ -250,14 +250,14 @@ class Client:
         deadline = time.monotonic() + timeout
         self.outbox.flush()
         while True:
-            record = self.backend.task(task_id)
-            if record is None:
+            outcome = self.backend.outcome(task_id)
+            if outcome is None:
                 raise UnknownTask(f"no task with id {task_id!r} (never submitted, or expired)")
-            status = TaskStatus(record["status"])
+            status, result, error = outcome
             if status is TaskStatus.SUCCESS:
-                return record["result"]
+                return result
             if status.terminal:
-                raise TaskFailed(task_id, status.value, record.get("error") or "")
+                raise TaskFailed(task_id, status.value, error)
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TaskTimeout(f"task {task_id} is still {status.value} after {timeout:g}s")

@@ -268,6 +268,23 @@ end
 return out
 """
 
+#: ARGV: ns, cutoff, count -> how many ids were dropped from the task index
+#: A task's record expires ``result_ttl`` after it finishes, so only ids submitted before
+#: ``now - result_ttl`` (the cutoff) can point at nothing; the oldest ``count`` of them are checked
+#: and the dangling ones removed. Bounded work per call, so the index stays as large as what is kept.
+PRUNE = """
+local ns, cutoff, count = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local index = ns .. ':tasks'
+local gone = 0
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', index, '-inf', cutoff, 'LIMIT', 0, count)) do
+  if redis.call('EXISTS', ns .. ':task:' .. id) == 0 then
+    redis.call('ZREM', index, id)
+    gone = gone + 1
+  end
+end
+return gone
+"""
+
 SCRIPTS = {
     name: _PRELUDE + source
     for name, source in {
@@ -282,5 +299,6 @@ SCRIPTS = {
         "heartbeat": HEARTBEAT,
         "reap": REAP,
         "due": DUE,
+        "prune": PRUNE,
     }.items()
 }

@@ -14,7 +14,8 @@ Three threads, each with one job:
 - the **runner** (``runner.py``) claims, executes in child processes and stores outcomes;
 - the **heartbeat** writes the worker's state to Redis every ``heartbeat_interval`` and runs two
   maintenance jobs any live worker can do: the reaper (requeue the task of a worker that stopped
-  heartbeating, without waiting for Kafka's session timeout) and the retry scheduler.
+  heartbeating, without waiting for Kafka's session timeout), the retry scheduler, and trimming the
+  task index of ids whose records expired.
 """
 
 from __future__ import annotations
@@ -324,6 +325,7 @@ class Worker:
                 if time.monotonic() - beating_since > self.config.heartbeat_timeout:
                     self._requeue(self.backend.reap(), "requeued from a dead worker", "Kafka redelivers it")
                 self._requeue(self.backend.due_retries(), "retry", "its lease hands it out again")
+                self.backend.prune_index()
                 emit(self.hooks, "heartbeat", self)
                 warned = False
             except ServiceUnavailable as exc:
