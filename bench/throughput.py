@@ -1,21 +1,27 @@
 """Throughput and latency on the workload of ../shared/bench-anchors (Celery, RQ, Dramatiq, Huey, arq).
 
-    python bench/throughput.py [--tasks 10000] [--workers 2]
+    python bench/throughput.py [--tasks 10000] [--workers 2] [--concurrency 1] [--partitions 8]
+                               [--wait] [--stored 0] [--out FILE]
 
 Same method as the anchors: fresh workers, a verified warm-up of 200 `add` tasks, then `add(i, i)` for
 i < N submitted one call at a time while the workers consume, then every result fetched in order
-(each checked, and the sum); then 200 sequential round trips for latency. Writes
-bench/results/throughput.json.
+(each checked, and the sum); then 200 sequential round trips for latency. ``--wait`` makes every
+submit wait for Kafka's acknowledgement (the safe, slower path); ``--stored N`` first fills the
+namespace with N finished task records, to show that the cost per task does not grow with history.
+Also reports the resident memory of the workers (with their executor processes) and of this client.
+Writes bench/results/throughput.json (or ``--out``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -25,29 +31,69 @@ from yadtq.broker import Broker
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--tasks", type=int, default=10_000)
-    parser.add_argument("--workers", type=int, default=2)
-    args = parser.parse_args()
-    config = Config.from_env(namespace=f"tput{uuid.uuid4().hex[:8]}", log_level="WARNING")
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process and its children (a worker's executors), in MB."""
+    total = 0
+    pids = [pid]
+    while pids:
+        current = pids.pop()
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            continue
+        total += next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS"))
+        pids.extend(int(c) for c in children)
+    return round(total / 1024, 1)
+
+
+def fill(client: Client, n: int) -> None:
+    """``n`` finished task records and index entries, written directly (history for the stored-tasks run)."""
+    pipe = client.backend.redis.pipeline(transaction=False)
+    now = time.time()
+    for i in tqdm(range(n), desc="stored tasks", disable=n == 0):
+        task_id = f"old{i:029d}"
+        pipe.hset(client.backend.keys.task(task_id), mapping={"id": task_id, "op": "add", "status": "success"})
+        pipe.zadd(client.backend.keys.tasks, {task_id: now - 1000 + i * 1e-6})
+        if i % 10_000 == 9_999:
+            pipe.execute()
+    pipe.execute()
+
+
+def measure(
+    tasks: int = 10_000,
+    workers: int = 2,
+    concurrency: int = 1,
+    partitions: int = 8,
+    wait: bool = False,
+    stored: int = 0,
+) -> dict[str, Any]:
+    config = Config.from_env(
+        namespace=f"tput{uuid.uuid4().hex[:8]}",
+        log_level="WARNING",
+        partitions=partitions,
+        concurrency=concurrency,
+        submit_wait=wait,
+    )
     with Client(config) as client, Pool(config) as pool:
         try:
-            pool.start(args.workers)
+            fill(client, stored)
+            started = pool.start(workers)
             deadline = time.monotonic() + 60
-            while (client.workers()["state"] == "idle").sum() < args.workers and time.monotonic() < deadline:
+            while len(client.workers(live_only=True)) < workers and time.monotonic() < deadline:
                 time.sleep(0.1)
             warm = [client.submit("add", i, i) for i in range(200)]
             assert [h.result(timeout=60) for h in warm] == [2 * i for i in range(200)]
             time.sleep(1)
 
             start = time.perf_counter()
-            handles = [client.submit("add", i, i) for i in tqdm(range(args.tasks), desc="submit")]
+            handles = [client.submit("add", i, i) for i in tqdm(range(tasks), desc="submit", mininterval=1)]
             enqueued = time.perf_counter()
-            results = [h.result(timeout=300) for h in tqdm(handles, desc="results")]
+            results = [h.result(timeout=300) for h in tqdm(handles, desc="results", mininterval=1)]
             drained = time.perf_counter()
-            assert results == [2 * i for i in range(args.tasks)]
-            assert sum(results) == args.tasks * (args.tasks - 1)
+            assert results == [2 * i for i in range(tasks)]
+            assert sum(results) == tasks * (tasks - 1)
+            worker_rss = [rss_mb(w.pid) for w in started]
 
             time.sleep(1)
             latencies = []
@@ -60,16 +106,35 @@ def main() -> None:
             client.backend.purge()
             Broker(config).delete_topics()
     q = statistics.quantiles(latencies, n=100, method="inclusive")
-    summary = {
-        "tasks": args.tasks,
-        "workers": args.workers,
-        "enqueue_per_s": round(args.tasks / (enqueued - start)),
-        "drain_per_s": round(args.tasks / (drained - start)),
+    return {
+        "tasks": tasks,
+        "workers": workers,
+        "concurrency": concurrency,
+        "partitions": partitions,
+        "submit": "wait for ack" if wait else "batched",
+        "stored_before": stored,
+        "enqueue_per_s": round(tasks / (enqueued - start)),
+        "drain_per_s": round(tasks / (drained - start)),
         "latency_ms": {"p50": round(q[49], 2), "p95": round(q[94], 2), "p99": round(q[98], 2)},
+        "worker_rss_mb": max(worker_rss),
+        "client_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "verified": True,
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "throughput.json").write_text(json.dumps(summary, indent=2))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", type=int, default=10_000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--partitions", type=int, default=8)
+    parser.add_argument("--wait", action="store_true", help="every submit waits for Kafka's acknowledgement")
+    parser.add_argument("--stored", type=int, default=0, help="finished tasks stored before the run")
+    parser.add_argument("--out", type=Path, default=RESULTS / "throughput.json")
+    args = parser.parse_args()
+    summary = measure(args.tasks, args.workers, args.concurrency, args.partitions, args.wait, args.stored)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
 
 

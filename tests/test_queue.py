@@ -212,3 +212,25 @@ def test_workers_beyond_the_partition_count_sit_idle(make_config, tmp_path, wait
         frame = client.workers().set_index("name")
         idle = frame[frame["state"] == "idle (no partition)"].index[0]
         assert frame.loc[idle, "processed"] == 0
+
+
+@pytest.mark.parametrize("wait", [False, True], ids=["batched", "wait-for-ack"])
+def test_a_submit_is_seen_at_once_and_acknowledged_either_way(client: Client, wait: bool) -> None:
+    """The fast path returns before Kafka's answer; the client still sees its own task at once, and
+    accepted()/flush() confirm that Kafka has every message."""
+    handles = [client.submit_with("add", [i, i], wait=wait) for i in range(50)]
+    assert client.status(handles[-1].id) is TaskStatus.QUEUED  # no worker runs: it stays queued
+    assert all(h.accepted(timeout=30) for h in handles)
+    client.flush()
+    assert {r["id"] for r in client.backend.tasks(limit=100)} == {h.id for h in handles}
+
+
+def test_one_worker_runs_several_tasks_at_once_with_concurrency(make_config, tmp_path) -> None:
+    config = make_config(concurrency=3)
+    with Client(config) as client, Pool(config, log_dir=tmp_path) as pool:
+        pool.start(1)
+        handles = [client.submit("sleep", 1.0) for _ in range(3)]
+        assert [h.result(timeout=60) for h in handles] == [1.0] * 3
+        spans = [(h.info()["started_at"], h.info()["finished_at"]) for h in handles]  # type: ignore[index]
+        assert max(start for start, _ in spans) < min(end for _, end in spans), f"ran one after another: {spans}"
+        assert len({h.info()["worker"] for h in handles}) == 1  # type: ignore[index]

@@ -8,7 +8,11 @@
     task.result(timeout=10)            # -> 5
 """
 
-from yadtq.client import Client, TaskHandle
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from yadtq.config import Config
 from yadtq.errors import (
     AmbiguousTask,
@@ -23,11 +27,32 @@ from yadtq.errors import (
     UnknownTask,
     YadtqError,
 )
-from yadtq.events import EventStream, Hooks
 from yadtq.ops import operation, registry
-from yadtq.pool import Pool
 from yadtq.task import TaskMessage, TaskStatus
-from yadtq.worker import Worker
+
+if TYPE_CHECKING:
+    from yadtq.client import Client, TaskHandle
+    from yadtq.events import EventStream, Hooks
+    from yadtq.pool import Pool
+    from yadtq.worker import Worker
+
+#: Imported on first use: the executor process that runs tasks imports this package too, and needs
+#: neither Kafka nor Redis clients (keeps a worker's memory down).
+_LAZY = {
+    "Client": "yadtq.client",
+    "TaskHandle": "yadtq.client",
+    "EventStream": "yadtq.events",
+    "Hooks": "yadtq.events",
+    "Pool": "yadtq.pool",
+    "Worker": "yadtq.worker",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'yadtq' has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
 

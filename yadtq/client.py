@@ -113,6 +113,7 @@ class Client:
         self.broker = Broker(self.config)
         self.outbox = Outbox(self.backend, self.config.submit_timeout)
         self._unacked: deque[tuple[str, Any]] = deque()  # (task id, Kafka future) of fast submits
+        self._refused: dict[str, str] = {}  # task id -> why Kafka did not take it
 
     # --- submitting --------------------------------------------------------------------------
     def submit(self, op: str, *args: Any, **kwargs: Any) -> TaskHandle:
@@ -143,7 +144,7 @@ class Client:
         if not (self.config.submit_wait if wait is None else wait):
             future = self.broker.send(msg.encode(), key=msg.id)
             self.outbox.record(msg)
-            future.add_errback(lambda _exc: self.outbox.take_back(msg.id))
+            future.add_errback(self._refused_by_kafka, msg.id)
             self._unacked.append((msg.id, future))
             if len(self._unacked) > UNACKED_KEPT:
                 self._forget_acked()
@@ -168,6 +169,12 @@ class Client:
         self.outbox.flush()
         if refused:
             raise ServiceUnavailable(f"Kafka did not accept {len(refused)} task(s): {', '.join(refused[:5])}")
+
+    def _refused_by_kafka(self, task_id: str, exc: Exception) -> None:
+        """(Producer thread.) The message will never be delivered: take its record back, and remember
+        why, so that waiting for this task says so rather than 'unknown'."""
+        self._refused[task_id] = f"{type(exc).__name__}: {exc}"
+        self.outbox.take_back(task_id)
 
     def _forget_acked(self) -> None:
         """Keep only the futures still pending or failed, so a long-running client stays small."""
@@ -252,6 +259,8 @@ class Client:
         while True:
             outcome = self.backend.outcome(task_id)
             if outcome is None:
+                if task_id in self._refused:
+                    raise ServiceUnavailable(f"Kafka did not accept task {task_id}: {self._refused[task_id]}")
                 raise UnknownTask(f"no task with id {task_id!r} (never submitted, or expired)")
             status, result, error = outcome
             if status is TaskStatus.SUCCESS:
