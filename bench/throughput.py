@@ -67,7 +67,13 @@ def measure(
     partitions: int = 8,
     wait: bool = False,
     stored: int = 0,
+    sleep: float = 0.0,
 ) -> dict[str, Any]:
+    """One run; with ``sleep`` the tasks are ``sleep(sleep)`` (I/O-bound work) instead of ``add(i, i)``."""
+
+    def task(i: int) -> tuple[str, tuple[Any, ...], Any]:
+        return ("sleep", (sleep,), sleep) if sleep else ("add", (i, i), 2 * i)
+
     config = Config.from_env(
         namespace=f"tput{uuid.uuid4().hex[:8]}",
         log_level="WARNING",
@@ -87,12 +93,11 @@ def measure(
             time.sleep(1)
 
             start = time.perf_counter()
-            handles = [client.submit("add", i, i) for i in tqdm(range(tasks), desc="submit", mininterval=1)]
+            handles = [client.submit(task(i)[0], *task(i)[1]) for i in tqdm(range(tasks), desc="submit", mininterval=1)]
             enqueued = time.perf_counter()
             results = [h.result(timeout=300) for h in tqdm(handles, desc="results", mininterval=1)]
             drained = time.perf_counter()
-            assert results == [2 * i for i in range(tasks)]
-            assert sum(results) == tasks * (tasks - 1)
+            assert results == [task(i)[2] for i in range(tasks)]
             worker_rss = [rss_mb(w.pid) for w in started]
 
             time.sleep(1)
@@ -113,6 +118,7 @@ def measure(
         "partitions": partitions,
         "submit": "wait for ack" if wait else "batched",
         "stored_before": stored,
+        "op": f"sleep({sleep:g})" if sleep else "add(i, i)",
         "enqueue_per_s": round(tasks / (enqueued - start)),
         "drain_per_s": round(tasks / (drained - start)),
         "latency_ms": {"p50": round(q[49], 2), "p95": round(q[94], 2), "p99": round(q[98], 2)},

@@ -1,0 +1,36 @@
+"""The benchmarks keep working: a small run of each, against the real services (figures are judged by
+the benchmarks themselves, see docs/performance.md, never by a timed test)."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "bench"))
+
+from compare import table  # noqa: E402
+from throughput import measure  # noqa: E402
+
+pytestmark = [pytest.mark.services, pytest.mark.slow]
+
+
+@pytest.mark.parametrize("settings", [{}, {"wait": True}, {"sleep": 0.01, "concurrency": 2}], ids=str)
+def test_a_small_throughput_run_verifies_every_result(base_config, settings) -> None:
+    summary = measure(tasks=300, workers=2, **settings)
+    assert summary["verified"]
+    assert summary["enqueue_per_s"] > 0 and summary["drain_per_s"] > 0
+    assert 0 < summary["latency_ms"]["p50"] <= summary["latency_ms"]["p99"]
+    assert summary["worker_rss_mb"] > 10, "the worker's memory was not measured"
+
+
+def test_the_comparison_table_gives_ratios_to_yadtq() -> None:
+    medians = {
+        "yadtq": {"enqueue_per_s": 3000, "drain_per_s": 2000, "p50_ms": 2, "p95_ms": 3, "p99_ms": 4},
+        "huey": {"enqueue_per_s": 6000, "drain_per_s": 1000, "p50_ms": 1.7, "p95_ms": 2, "p99_ms": 2.1},
+    }
+    lines = table(medians).splitlines()
+    assert lines[2].startswith("| yadtq |") and "| 1.00 | 1.00 |" in lines[2]
+    assert lines[3].startswith("| huey |") and lines[3].endswith("| 2.00 | 0.50 |")
