@@ -77,6 +77,8 @@ def test_a_duplicate_message_runs_the_task_once(config: Config, client: Client, 
     for _ in range(4):
         raw(msg.encode())
     pool.start(2)
+    # Sent without a record (as any Kafka producer may): unknown until a worker claims it.
+    wait_for(lambda: client.task(msg.id), timeout=60, what="a worker to pick the task up")
     assert client.result(msg.id, timeout=60) == 25
     wait_for(lambda: committed(config) >= 4, timeout=30, what="all four copies to be consumed")
     history = client.handle(msg.id).history()

@@ -216,3 +216,15 @@ def test_the_task_index_drops_ids_whose_records_expired(make_config) -> None:
     assert backend.prune_index() == 2
     assert set(backend.redis.zrange(backend.keys.tasks, 0, -1)) == {old[2].id, new.id}
     assert backend.prune_index() == 0, "a live record was dropped from the index"
+
+
+def test_batched_scripts_survive_redis_forgetting_them(make_config) -> None:
+    """After a Redis restart its script cache is empty; a batch is sent again once, with no double effect."""
+    backend = Backend(make_config())
+    first, second = TaskMessage("add", [1, 1]), TaskMessage("add", [2, 2])
+    backend.record([first])
+    backend.redis.script_flush()
+    backend.record([second])
+    _, claims = backend.exchange("w", [], [first, second])
+    assert [c.outcome for c in claims] == ["claimed", "claimed"]
+    assert [c.attempt for c in claims] == [1, 1], "a claim ran twice"

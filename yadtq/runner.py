@@ -162,7 +162,8 @@ class Runner:
         now = time.monotonic()
         with self._lock:
             ready = bool(self._inbox) and self.free() > 0 and self._stopping is None
-            parked = min((p[0] for p in self._parked), default=now + 1.0)
+            # a parked message can only be taken into a free slot: don't spin while there is none
+            parked = min((p[0] for p in self._parked), default=now + 1.0) if self.free() > 0 else now + 1.0
         if ready:
             timeout = 0.0
         else:
@@ -200,25 +201,44 @@ class Runner:
         return out
 
     def _take(self) -> list[tuple[Delivery, TaskMessage]]:
-        """Messages to claim now: parked ones that are due, then new ones, up to the free slots."""
+        """Messages to claim now, at most one per free slot: parked ones that are due, then new ones.
+
+        A message whose task already runs here joins that run (it is settled with it); a second copy
+        of a task in the same batch, or one for which no slot is left, waits for the next turn.
+        """
         now = time.monotonic()
-        taken: list[tuple[Delivery, TaskMessage]] = []
         with self._lock:
-            due = [p for p in self._parked if p[0] <= now]
+            candidates = [(d, m) for at, d, m in self._parked if at <= now]
             self._parked = [p for p in self._parked if p[0] > now]
-            taken.extend((d, m) for _, d, m in due)
-            room = self.free()
-            while self._inbox and room > len(taken):
-                delivery = self._inbox.popleft()
-                msg = self._decode(delivery)
-                if msg is None:
+        taken: dict[str, tuple[Delivery, TaskMessage]] = {}
+        while True:
+            if candidates:
+                delivery, msg = candidates.pop(0)
+            else:
+                if len(taken) >= self.free():
+                    break
+                with self._lock:
+                    if not self._inbox:
+                        break
+                    delivery = self._inbox.popleft()
+                decoded = self._decode(delivery)
+                if decoded is None:
                     continue
-                joined = self.running.get(msg.id)
-                if joined is not None and self.mode != "force":
-                    joined.deliveries.append(delivery)  # a redelivery of what runs here: settled with it
-                    continue
-                taken.append((delivery, msg))
-        return taken
+                msg = decoded
+            run = self.running.get(msg.id)
+            if run is not None and self.mode != "force":
+                run.deliveries.append(delivery)  # a redelivery of what runs here
+            elif run is not None:
+                self._park(delivery, msg, now + self.config.heartbeat_interval)
+            elif msg.id in taken or len(taken) >= self.free():
+                self._park(delivery, msg, now)
+            else:
+                taken[msg.id] = (delivery, msg)
+        return list(taken.values())
+
+    def _park(self, delivery: Delivery, msg: TaskMessage, until: float) -> None:
+        with self._lock:
+            self._parked.append((until, delivery, msg))
 
     def _decode(self, delivery: Delivery) -> TaskMessage | None:
         """The message, or None after dead-lettering it (a message must never crash the worker)."""
@@ -286,14 +306,14 @@ class Runner:
             if self.mode == "once":  # at most once: the commit goes before the run
                 self._settle([delivery])
                 self.worker.await_commit(delivery)
-            slot = next(s for s in self.slots if all(r.slot is not s for r in self.running.values()))
+            slot = next(s for s in self.slots if all(r.slot is not s for r in self.running.values()))  # _take left room
             limit = msg.time_limit or self.config.time_limit
             slot.submit(msg.op, msg.args, msg.kwargs)
             self.running[msg.id] = Run(slot, msg, claim.attempt, [delivery], time.monotonic() + limit)
             emit(self.worker.hooks, "task_claimed", self.worker, msg, claim.attempt)
         elif claim.outcome == "busy" and self.mode != "force":
-            with self._lock:  # a live worker elsewhere runs it: ask again in a heartbeat
-                self._parked.append((time.monotonic() + self.config.heartbeat_interval, delivery, msg))
+            # a live worker elsewhere runs it: ask again in a heartbeat
+            self._park(delivery, msg, time.monotonic() + self.config.heartbeat_interval)
         else:
             log.info("%s: skip %s (%s %s)", self.worker.name, msg.id, claim.outcome, claim.detail)
             emit(self.worker.hooks, "task_skipped", self.worker, msg, f"{claim.outcome}: {claim.detail}")
