@@ -305,7 +305,7 @@ class Runner:
         if claim.outcome == "claimed":
             if self.mode == "once":  # at most once: the commit goes before the run
                 self._settle([delivery])
-                self.worker.await_commit(delivery)
+                self.worker.await_commit()
             slot = next(s for s in self.slots if all(r.slot is not s for r in self.running.values()))  # _take left room
             limit = msg.time_limit or self.config.time_limit
             slot.submit(msg.op, msg.args, msg.kwargs)

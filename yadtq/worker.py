@@ -77,7 +77,7 @@ class Worker:
         #: its partitions for the current busy spell.
         self._joined_free = self.config.concurrency
         self._committed = threading.Condition()
-        self._commit_now = False
+        self._commit_rounds = 0  # completed passes of _commit(), for await_commit
 
     @property
     def handled(self) -> int:
@@ -175,15 +175,16 @@ class Worker:
             wait = self.config.delivery == "at_most_once"
             commit(self._consumer, self.config.task_topic, {p: o for p, o in points.items() if p in owned}, wait)
         with self._committed:
-            self._commit_now = False
+            self._commit_rounds += 1
             self._committed.notify_all()
 
-    def await_commit(self, delivery: Delivery, timeout: float = 5.0) -> None:
-        """Block the runner until the consumer thread has committed past ``delivery`` (at most once:
+    def await_commit(self, timeout: float = 5.0) -> None:
+        """Block the runner until the consumer thread has committed what is settled (at most once:
         the commit goes before the run)."""
         with self._committed:
-            self._commit_now = True
-            self._committed.wait_for(lambda: not self._commit_now, timeout)
+            # Two rounds: the first may have read the ledger before this delivery was settled.
+            target = self._commit_rounds + 2
+            self._committed.wait_for(lambda: self._commit_rounds >= target, timeout)
 
     def _announce_free(self) -> int:
         """Free slots, as told to the group's leader at each join (see ``assignor.py``)."""
