@@ -11,8 +11,8 @@ from tests.conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "bench"))
 
-from compare import table  # noqa: E402
-from throughput import measure  # noqa: E402
+from compare import table
+from throughput import measure
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 

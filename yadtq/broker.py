@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -214,27 +214,36 @@ def request_rejoin(consumer: KafkaConsumer) -> None:
     consumer._coordinator.request_rejoin()
 
 
-def commit(consumer: KafkaConsumer, topic: str, points: dict[int, int], wait: bool = False) -> bool:
-    """Commit ``points`` (partition -> next offset to read); False (and a log line) when Kafka refused.
+def commit(
+    consumer: KafkaConsumer,
+    topic: str,
+    points: dict[int, int],
+    wait: bool = False,
+    refused: Callable[[dict[int, int]], None] | None = None,
+) -> Any:
+    """Commit ``points`` (partition -> next offset to read); returns the commit's future (None when
+    it waited, or had nothing to do).
 
-    A refused commit is harmless: the message comes back to some worker, and the claim script
-    sees its task already finished and skips it. Without ``wait`` the commit is sent and the
-    consumer goes on polling; its answer is only logged.
+    A refused commit is harmless: the messages come back to some worker, which sees their tasks
+    already finished and skips them. ``refused`` hears of it, so that the points can be offered
+    again. Without ``wait`` the commit is sent and the consumer goes on polling.
     """
     if not points:
-        return True
+        return None
     offsets = {TopicPartition(topic, p): OffsetAndMetadata(o, "", -1) for p, o in points.items()}
+
+    def failed(exc: Exception) -> None:
+        log.warning("commit of %s failed (%s); those messages may be seen again and skipped", points, exc)
+        if refused is not None:
+            refused(points)
+
     try:
         if wait:
             consumer.commit(offsets)
-        else:
-            consumer.commit_async(offsets, callback=_log_refused)
-        return True
+            return None
+        future = consumer.commit_async(offsets)
+        future.add_errback(failed)
+        return future
     except KafkaError as exc:
-        _log_refused(offsets, exc)
-        return False
-
-
-def _log_refused(offsets: Any, result: Any) -> None:
-    if isinstance(result, Exception):
-        log.warning("commit of %s failed (%s); those messages may be seen again and skipped", offsets, result)
+        failed(exc)
+        return None

@@ -2,17 +2,23 @@
 
 A Python thread cannot be killed, and a task that loops forever or segfaults must not take the
 worker (its heartbeats, its Kafka membership, its other tasks) down with it. So each slot of a worker
-keeps one long-lived child process and sends it one task at a time over a pipe, as JSON. On a time limit the
-child is killed and a fresh one started; if the child dies on its own, that is an infrastructure
-failure (retried), not an error of the operation.
+keeps one long-lived child process and sends it one task at a time over a pipe, as JSON. On a time
+limit the child is killed and a fresh one started; if the child dies on its own, that is an
+infrastructure failure (retried), not an error of the operation.
+
+The child is a plain ``python -m yadtq.executor`` with two pipes, not a ``multiprocessing`` process:
+that would also start multiprocessing's resource tracker (one more process per worker) and re-import
+the worker's main module, for nothing an executor needs.
 """
 
 from __future__ import annotations
 
 import ctypes
 import json
-import multiprocessing
+import os
 import signal
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -35,8 +41,7 @@ class Outcome:
 class Executor:
     def __init__(self, imports: tuple[str, ...] = ()) -> None:
         self.imports = imports
-        self._ctx = multiprocessing.get_context("spawn")
-        self._proc: multiprocessing.process.BaseProcess | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
         self._started_at = 0.0
 
@@ -50,13 +55,18 @@ class Executor:
         return self._conn
 
     def start(self) -> None:
-        if self._proc is not None and self._proc.is_alive():
+        if self._proc is not None and self._proc.poll() is None:
             return
-        parent, child = self._ctx.Pipe()
-        self._proc = self._ctx.Process(target=_serve, args=(child, self.imports), daemon=True, name="yadtq-executor")
-        self._proc.start()
-        child.close()
-        self._conn = parent
+        to_child_r, to_child_w = os.pipe()
+        from_child_r, from_child_w = os.pipe()
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "yadtq.executor", str(to_child_r), str(from_child_w), ",".join(self.imports)],
+            pass_fds=(to_child_r, from_child_w),
+            stdin=subprocess.DEVNULL,
+        )
+        os.close(to_child_r)
+        os.close(from_child_w)
+        self._conn = _Duplex(from_child_r, to_child_w)
 
     def submit(self, op: str, args: list[Any], kwargs: dict[str, Any]) -> None:
         self.start()
@@ -69,12 +79,12 @@ class Executor:
         assert self._conn is not None and self._proc is not None
         try:
             if not self._conn.poll(timeout):
-                if self._proc.is_alive():
+                if self._proc.poll() is None:
                     return None
                 raise EOFError
             kind, payload = json.loads(self._conn.recv_bytes())
         except (EOFError, OSError):
-            code = self._proc.exitcode
+            code = self._proc.wait(timeout=5)
             self.kill()
             return Outcome(
                 "crashed",
@@ -88,24 +98,42 @@ class Executor:
     def kill(self) -> None:
         """Stop the child now (time limit, shutdown); the next submit starts a fresh one."""
         if self._proc is not None:
-            if self._proc.is_alive():
+            if self._proc.poll() is None:
                 self._proc.kill()
-            self._proc.join(timeout=5)
+            try:
+                self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
         if self._conn is not None:
             self._conn.close()
         self._proc = self._conn = None
 
     def close(self) -> None:
-        if self._proc is not None and self._proc.is_alive() and self._conn is not None:
+        if self._proc is not None and self._proc.poll() is None and self._conn is not None:
             try:
                 self._conn.send_bytes(b"null")
-                self._proc.join(timeout=2)
-            except OSError:
+                self._proc.wait(timeout=2)
+            except (OSError, subprocess.TimeoutExpired):
                 pass
         self.kill()
 
     def _elapsed(self) -> float:
         return time.monotonic() - self._started_at
+
+
+class _Duplex(Connection):
+    """A Connection over two one-way pipes: reads from one fd, writes to the other."""
+
+    def __init__(self, read_fd: int, write_fd: int) -> None:
+        super().__init__(read_fd, readable=True, writable=False)
+        self._out = Connection(write_fd, readable=False, writable=True)
+
+    def send_bytes(self, buf: bytes, offset: int = 0, size: int | None = None) -> None:  # type: ignore[override]
+        self._out.send_bytes(buf, offset, size)
+
+    def close(self) -> None:
+        self._out.close()
+        super().close()
 
 
 def _die_with_parent() -> None:
@@ -116,7 +144,7 @@ def _die_with_parent() -> None:
         pass
 
 
-def _serve(conn: Connection, imports: tuple[str, ...]) -> None:
+def _serve(requests: Connection, replies: Connection, imports: tuple[str, ...]) -> None:
     _die_with_parent()
     # Ctrl-C in a terminal reaches the whole process group; the worker decides what happens to the task.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -124,7 +152,7 @@ def _serve(conn: Connection, imports: tuple[str, ...]) -> None:
     load_imports(imports)
     while True:
         try:
-            request = json.loads(conn.recv_bytes())
+            request = json.loads(requests.recv_bytes())
         except (EOFError, OSError):
             return
         if request is None:
@@ -137,4 +165,13 @@ def _serve(conn: Connection, imports: tuple[str, ...]) -> None:
             reply = ["ok", json.dumps(value)]
         except Exception as exc:  # any failure of the operation fails the task, not the executor
             reply = ["error", f"{type(exc).__name__}: {exc}"]
-        conn.send_bytes(json.dumps(reply).encode())
+        replies.send_bytes(json.dumps(reply).encode())
+
+
+if __name__ == "__main__":
+    read_fd, write_fd, modules = sys.argv[1:4]
+    _serve(
+        Connection(int(read_fd), writable=False),
+        Connection(int(write_fd), readable=False),
+        tuple(m for m in modules.split(",") if m),
+    )

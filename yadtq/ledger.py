@@ -67,6 +67,14 @@ class OffsetLedger:
                     out[partition] = point
         return out
 
+    def retry(self, points: dict[int, int]) -> None:
+        """A commit of ``points`` failed: hand them out again at the next :meth:`commit_points`."""
+        with self._lock:
+            for partition, offset in points.items():
+                part = self._parts.get(partition)
+                if part is not None and part.committed == offset:
+                    part.committed = -1
+
     def unsettled(self) -> int:
         with self._lock:
             return sum(len(p.heap) - len(p.settled) for p in self._parts.values())

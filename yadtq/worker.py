@@ -78,6 +78,7 @@ class Worker:
         self._joined_free = self.config.concurrency
         self._committed = threading.Condition()
         self._commit_rounds = 0  # completed passes of _commit(), for await_commit
+        self._committing: Any = None  # the asynchronous commit in flight
 
     @property
     def handled(self) -> int:
@@ -169,11 +170,14 @@ class Worker:
     def _commit(self) -> None:
         """Commit every partition's settled prefix; a refused commit is harmless (see ``commit``)."""
         assert self._consumer is not None
+        if self._committing is not None and not self._committing.is_done:
+            return  # one commit in flight at a time; the next one carries everything settled meanwhile
         points = self.ledger.commit_points()
         if points:
             owned = {tp.partition for tp in self._consumer.assignment()}
             wait = self.config.delivery == "at_most_once"
-            commit(self._consumer, self.config.task_topic, {p: o for p, o in points.items() if p in owned}, wait)
+            mine = {p: o for p, o in points.items() if p in owned}
+            self._committing = commit(self._consumer, self.config.task_topic, mine, wait, self.ledger.retry)
         with self._committed:
             self._commit_rounds += 1
             self._committed.notify_all()
@@ -351,20 +355,29 @@ class Worker:
 
 
 class _Listener(ConsumerRebalanceListener):
-    """Keeps the worker's view of its partitions; revoked ones lose their waiting messages."""
+    """Keeps the worker's view of its partitions, and forgets the messages of partitions it lost.
+
+    A rebalance first revokes every partition, then assigns the new set, and kafka-python keeps the
+    fetch position of a partition that comes back to the same worker: its waiting messages will not
+    be fetched again, so they must be kept. Only partitions gone for good lose theirs (their next
+    owner reads them from the last commit).
+    """
 
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
+        self.revoked: set[int] = set()
 
     def on_partitions_revoked(self, revoked: Any) -> None:
-        gone = {tp.partition for tp in revoked}
-        self.worker.partitions = self.worker.partitions - gone
-        self.worker.runner.drop(gone)
-        self.worker.ledger.forget(gone)
+        self.revoked |= {tp.partition for tp in revoked}
+        self.worker.partitions = self.worker.partitions - self.revoked
 
     def on_partitions_assigned(self, assigned: Any) -> None:
+        kept = {tp.partition for tp in assigned}
+        gone, self.revoked = self.revoked - kept, set()
+        self.worker.runner.drop(gone)
+        self.worker.ledger.forget(gone)
         self.worker.rebalances += 1
-        self.worker.partitions = self.worker.partitions | {tp.partition for tp in assigned}
+        self.worker.partitions = frozenset(kept)
         if self.worker._paused and self.worker._consumer is not None:
             self.worker._consumer.pause(*assigned)
         log.info("%s: partitions %s", self.worker.name, sorted(self.worker.partitions) or "none")

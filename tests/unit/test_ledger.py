@@ -36,3 +36,14 @@ def test_a_refetched_offset_is_not_counted_twice() -> None:
     ledger.settle(0, 3)
     assert ledger.commit_points() == {0: 4}
     assert ledger.unsettled() == 0
+
+
+def test_a_refused_commit_is_offered_again() -> None:
+    ledger = OffsetLedger()
+    ledger.add(0, 1)
+    ledger.settle(0, 1)
+    points = ledger.commit_points()
+    assert points == {0: 2}
+    assert ledger.commit_points() == {}
+    ledger.retry(points)
+    assert ledger.commit_points() == {0: 2}

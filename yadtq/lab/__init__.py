@@ -10,13 +10,39 @@
 - :mod:`~yadtq.lab.probe`: the ``lab.work`` operation, which counts its own executions.
 - :mod:`~yadtq.lab.commands`: ``yadtq lab ...``.
 
-Only :mod:`spec`, :mod:`theory` and :mod:`result` are imported here; the simulation (SimPy) and
-the real runs (Kafka, Redis, worker processes) are imported where they are used.
+Nothing is imported until it is used: ``yadtq`` builds its command line (``yadtq lab ...``
+included) in every worker, and a worker has no use for numpy and pandas.
 """
 
-from yadtq.lab.result import Result
-from yadtq.lab.spec import Experiment, Fault, Schedule, SpecError
-from yadtq.lab.theory import Prediction, mgc, mmc, partitioned, predict
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from yadtq.lab.result import Result
+    from yadtq.lab.spec import Experiment, Fault, Schedule, SpecError
+    from yadtq.lab.theory import Prediction, mgc, mmc, partitioned, predict
+
+_HOME = {
+    "Result": "yadtq.lab.result",
+    "Experiment": "yadtq.lab.spec",
+    "Fault": "yadtq.lab.spec",
+    "Schedule": "yadtq.lab.spec",
+    "SpecError": "yadtq.lab.spec",
+    "Prediction": "yadtq.lab.theory",
+    "mgc": "yadtq.lab.theory",
+    "mmc": "yadtq.lab.theory",
+    "partitioned": "yadtq.lab.theory",
+    "predict": "yadtq.lab.theory",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOME:
+        return getattr(importlib.import_module(_HOME[name]), name)
+    raise AttributeError(f"module 'yadtq.lab' has no attribute {name!r}")
+
 
 __all__ = [
     "Experiment",

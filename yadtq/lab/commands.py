@@ -9,10 +9,12 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from yadtq.config import Config
-from yadtq.lab.spec import Experiment, SpecError
+
+if TYPE_CHECKING:
+    from yadtq.lab.spec import Experiment
 
 
 def add_parser(sub: Any) -> None:
@@ -36,6 +38,8 @@ def add_parser(sub: Any) -> None:
 
 
 def main(config: Config, args: argparse.Namespace) -> int:
+    from yadtq.lab.spec import Experiment  # numpy: only for lab commands, not in every `yadtq` process
+
     spec = Experiment.load(args.spec)
     if args.lab_command == "predict":
         return predict(spec)
@@ -107,6 +111,8 @@ def sweep(spec: Experiment, config: Config, args: argparse.Namespace) -> int:
 
 
 def _grid_item(text: str) -> tuple[str, list[Any]]:
+    from yadtq.lab.spec import SpecError
+
     key, sep, values = text.partition("=")
     if not sep or not key or not values:
         raise SpecError(f"--grid takes KEY=V1,V2,... (for example arrival_rate=5,10), not {text!r}.")
