@@ -138,7 +138,11 @@ def main() -> None:
             shift = (rep - 1) % len(order)
             for name in order[shift:] + order[:shift]:
                 print(f"rep {rep}: {name}", file=sys.stderr)
-                runs[name].append(run_yadtq(args.tasks) if name == "yadtq" else run_peer(work, name, rep, args.tasks))
+                load = os.getloadavg()[0]
+                result = run_yadtq(args.tasks) if name == "yadtq" else run_peer(work, name, rep, args.tasks)
+                # the 1-minute load average around the run: this machine's other work, for the record
+                result["load_avg"] = round((load + os.getloadavg()[0]) / 2, 2)
+                runs[name].append(result)
     finally:
         subprocess.run(["bash", "redis_ctl.sh", "stop"], cwd=work, check=False, timeout=60)
     medians = {name: {k: statistics.median(r[k] for r in rs) for k in METRICS} for name, rs in runs.items()}

@@ -155,7 +155,7 @@ class Runner:
             log.exception("%s: runner failed", self.worker.name)
             self.error = exc
         finally:
-            self.worker.wake()
+            self.worker.stop()  # the consumer loop ends when this thread does
 
     def _wait(self) -> list[Any]:
         """Sleep until an outcome, a new message, a deadline or a parked message is due."""

@@ -73,8 +73,7 @@ class Worker:
         self._consumer: KafkaConsumer | None = None
         self._unassigned_since: float | None = None
         self._paused = False
-        #: Free slots this worker announced at its last join, and whether it already asked to shed
-        #: its partitions for the current busy spell.
+        #: Free slots this worker announced at its last join (-1: a rejoin is asked and pending).
         self._joined_free = self.config.concurrency
         self._committed = threading.Condition()
         self._commit_rounds = 0  # completed passes of _commit(), for await_commit
@@ -91,10 +90,6 @@ class Worker:
     # --- control -----------------------------------------------------------------------------
     def stop(self) -> None:
         """Ask the worker to stop: it finishes (or, after ``shutdown_grace``, hands back) its tasks."""
-        self._stop.set()
-
-    def wake(self) -> None:
-        """The runner stopped (done or failed): the consumer loop notices at its next poll."""
         self._stop.set()
 
     def install_signal_handlers(self) -> None:
@@ -136,7 +131,6 @@ class Worker:
                 self._maybe_shed()
                 if self._stranded():
                     self._rejoin()
-            self._commit()
         finally:
             self._shutdown(beat)
         if self.runner.error is not None:
@@ -167,15 +161,22 @@ class Worker:
         if deliveries:
             self.runner.put(deliveries)
 
-    def _commit(self) -> None:
-        """Commit every partition's settled prefix; a refused commit is harmless (see ``commit``)."""
+    def _commit(self, final: bool = False) -> None:
+        """Commit every partition's settled prefix; a refused commit is harmless (see ``commit``).
+
+        One asynchronous commit is in flight at a time (the next one carries everything settled
+        meanwhile); the ``final`` one, at shutdown, waits for it and then for its own answer."""
         assert self._consumer is not None
-        if self._committing is not None and not self._committing.is_done:
-            return  # one commit in flight at a time; the next one carries everything settled meanwhile
+        if final:
+            deadline = time.monotonic() + 5
+            while self._committing is not None and not self._committing.is_done and time.monotonic() < deadline:
+                time.sleep(0.01)
+        elif self._committing is not None and not self._committing.is_done:
+            return
         points = self.ledger.commit_points()
         if points:
             owned = {tp.partition for tp in self._consumer.assignment()}
-            wait = self.config.delivery == "at_most_once"
+            wait = final or self.config.delivery == "at_most_once"
             mine = {p: o for p, o in points.items() if p in owned}
             self._committing = commit(self._consumer, self.config.task_topic, mine, wait, self.ledger.retry)
         with self._committed:
@@ -254,7 +255,7 @@ class Worker:
         self.runner.thread.join(timeout=self.config.shutdown_grace + 10)
         if self._consumer is not None:
             try:
-                self._commit()
+                self._commit(final=True)
                 self._consumer.close(autocommit=False, timeout_ms=5000)  # leaving the group rebalances now
             except KafkaError as exc:
                 log.warning("%s: consumer close: %s", self.name, exc)
