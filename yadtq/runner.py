@@ -298,8 +298,8 @@ class Runner:
         else:
             log.info("%s: %s %s (attempt %d) -> %s", self.worker.name, msg.op, msg.args, run.attempt, status)
         emit(self.worker.hooks, "task_finished", self.worker, msg, status, outcome)
-        if self.mode != "once":
-            self._settle(run.deliveries)
+        # At most once, the first delivery was settled (and committed) before the run.
+        self._settle(run.deliveries[1:] if self.mode == "once" else run.deliveries)
 
     def _claimed(self, delivery: Delivery, msg: TaskMessage, claim: Claim) -> None:
         if claim.outcome == "claimed":
