@@ -83,9 +83,13 @@ def run(spec: Experiment, config: Config, args: argparse.Namespace) -> int:
         f"Little's law error {s['littles_error']:.2%}  generator late by up to {1000 * s['lateness_max']:.0f} ms"
     )
     print(
-        f"audit: lost {s['audit_lost']}  executed more than once {s['audit_executed_more_than_once']}  "
+        f"audit: lost {s['audit_lost']}  duplicated {s['audit_duplicated']}  restarted {s['audit_restarted']}  "
         f"completed once {s['audit_completed_once']}"
     )
+    faults = result.faults
+    if faults is not None and len(faults):
+        print("faults (seconds from the first arrival; detected/recovered: seconds after the fault):")
+        print(faults.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     print(f"results in {out}")
     return 0
 
