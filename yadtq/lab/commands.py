@@ -48,19 +48,24 @@ def predict(spec: Experiment) -> int:
     from yadtq.lab.simulate import simulate
     from yadtq.lab.theory import predict as formula
 
-    print(f"{spec.name}: {spec.expected_tasks:.0f} tasks, busiest worker at ρ = {spec.busiest_load:.3f}")
+    print(
+        f"{spec.name}: {spec.expected_tasks:.0f} tasks, {spec.dispatch} dispatch "
+        f"({spec.processes} worker process(es) x {spec.slots} slot(s)), busiest worker at ρ = {spec.busiest_load:.3f}"
+    )
     for dispatch in ("partitioned", "pooled"):
         try:
             p = formula(spec, dispatch)
+            mark = "*" if dispatch == spec.dispatch else " "
             print(
-                f"  {p.model:<22} wait {p.mean_wait:.4f} s  response {p.mean_response:.4f} s  "
+                f" {mark}{p.model:<22} wait {p.mean_wait:.4f} s  response {p.mean_response:.4f} s  "
                 f"in system {p.mean_in_system:.3f}  P(wait) {p.p_wait:.3f}"
             )
         except ValueError as exc:
             print(f"  {dispatch:<22} no formula: {exc}")
+    print("  (* the spec's own dispatch)")
     s = simulate(spec).summary
     print(
-        f"  {'simulation (SimPy)':<22} wait {s['wait_mean']:.4f} s  response {s['response_mean']:.4f} s  "
+        f" *{'simulation (SimPy)':<22} wait {s['wait_mean']:.4f} s  response {s['response_mean']:.4f} s  "
         f"in system {s['mean_in_system']:.3f}  p99 response {s['response_p99']:.4f} s"
     )
     return 0

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 SERIES = [
     ("measured", "measured (real workers)", "o-", "black"),
     ("simulated", "simulation (SimPy)", "s--", "tab:blue"),
-    ("theory", "theory, partitioned (M/G/1 per worker)", "-", "tab:orange"),
+    ("theory", "theory, the spec's dispatch (partitioned: M/G/1 per worker)", "-", "tab:orange"),
     ("mmc", "theory, pooled (M/M/c)", ":", "tab:green"),
 ]
 

