@@ -46,6 +46,9 @@ def test_faults_are_detected_within_the_heartbeat_bounds_and_a_long_pause_is_rev
     # redelivery waits while the holder's heartbeat is fresh)
     if kill["held"]:
         assert kill["detected"] - SLACK <= kill["recovered"] <= kill["detected"] + 3.0 + 0.5 + 2 * SLACK
-    # nothing lost, nothing done twice, by the tasks' own counts
-    assert s["audit_lost"] == 0 and s["audit_duplicated"] == 0
+    # nothing lost, by the tasks' own counts. A task can run to its end twice only through the false
+    # positive: SIGSTOP stops the worker, not the executor running its task, which finishes while
+    # the task is handed to another worker.
+    assert s["audit_lost"] == 0
+    assert s["audit_duplicated"] <= long_["held"]
     assert_cleaned_up(base_config, s["namespace"])

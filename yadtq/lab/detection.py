@@ -114,27 +114,35 @@ def schedule(
 
 def plot(frame: pd.DataFrame, measured: pd.DataFrame | None = None, ax: object = None) -> object:
     """False positives (a paused, live worker declared dead) against the mean detection delay of a
-    crash: one curve per pause length over the settings of ``frame`` (from :func:`study`), and the
-    measured points of real runs (``measured``: columns delay, pause, declared)."""
+    crash, from :func:`study`: one colour per pause length, one line style per heartbeat interval,
+    each line running over the timeouts. ``measured`` (columns delay, pause, declared) adds the real
+    runs as stars."""
     import matplotlib.pyplot as plt
 
     if ax is None:
-        _, ax = plt.subplots(figsize=(8, 4.5))
+        _, ax = plt.subplots(figsize=(9, 4.5))
     pauses = [c for c in frame.columns if c.startswith("false_positive_")]
-    data = frame.sort_values("delay_mean")
-    for column in pauses:
-        ax.plot(data["delay_mean"], 100 * data[column], "o-", ms=4, label=f"pause of {column.rsplit('_', 1)[1]} s")
-    for row in data.itertuples():
-        ax.annotate(f"h={row.interval:g}, T={row.timeout:g}", (row.delay_mean, -4), fontsize=7, rotation=60)
+    styles = ["-", "--", ":", "-."]
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, column in enumerate(pauses):
+        for j, (interval, group) in enumerate(frame.groupby("interval")):
+            data = group.sort_values("timeout")
+            ax.plot(
+                data["delay_mean"],
+                100 * data[column],
+                styles[j % len(styles)],
+                marker="o",
+                ms=3,
+                color=colours[i % len(colours)],
+                label=f"pause {column.rsplit('_', 1)[1]} s, h = {interval:g} s",
+            )
     if measured is not None and len(measured):
         ax.scatter(
             measured["delay"], 100 * measured["declared"], marker="*", s=180, c="black", zorder=5, label="real runs"
         )
-        for row in measured.itertuples():
-            ax.annotate(f" {row.pause:g} s pause", (row.delay, 100 * row.declared), fontsize=8)
-    ax.set_xlabel("mean detection delay of a crash (s)")
+    ax.set_xlabel("mean detection delay of a crash (s)  [about the timeout T]")
     ax.set_ylabel("paused worker declared dead (%)")
-    ax.set_ylim(-12, 105)
+    ax.set_ylim(-5, 105)
     ax.set_title("Failure detection: faster means more false positives")
-    ax.legend(fontsize="small", loc="center right")
+    ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     return ax

@@ -159,11 +159,13 @@ def fault_timeline(result: Result, ax: Axes | None = None) -> Axes:
             ax.vlines(fault.at, y - 0.4, y + 0.4, color=colour, lw=2)
             ax.annotate(fault.action, (fault.at, y - 0.42), color=colour, fontsize="small", ha="center", va="bottom")
             detected = getattr(fault, "detected", float("nan"))
-            if detected == detected:  # not NaN
-                ax.plot(fault.at + detected, y, "x", color="red", ms=10, mew=2, zorder=4)
+            if detected == detected:  # not NaN: declared dead, or (SIGTERM) said it stopped
+                marker, colour = ("s", "black") if fault.action == "term" else ("x", "red")
+                ax.plot(fault.at + detected, y, marker, color=colour, ms=8, mew=2, zorder=4, mfc="none")
     for state, colour in BEAT_STYLE.items():
         ax.scatter([], [], c=colour, s=14, label=f"heartbeat: {state}")
-    ax.plot([], [], "x", color="red", label="declared dead")
+    ax.plot([], [], "x", color="red", mew=2, label="declared dead")
+    ax.plot([], [], "s", color="black", mfc="none", mew=2, label="recorded itself stopped")
     ax.plot([], [], color="tab:blue", lw=3, alpha=0.5, label="task ran to the end")
     ax.set_yticks(range(len(workers)), workers)
     ax.set_ylim(len(workers) - 0.4, -0.6)

@@ -83,9 +83,11 @@ def run(
         imports=(*base.imports, "yadtq.lab.probe"),
         delivery=experiment.delivery,
         concurrency=experiment.slots,
-        # A lone worker has nobody to hand its partitions to, and the rebalance it would ask for
-        # (every slot busy for a while) would re-fetch its uncommitted messages mid-run.
-        shed_after=0.0 if experiment.processes == 1 else base.shed_after,
+        # No shedding: the models keep each partition on one worker, and a shed moves partitions
+        # mid-run. It would also fire during the warm-up, whose first task per worker includes the
+        # executor's start-up (over 2 s on a busy machine): three workers shedding at once were
+        # seen to stop taking messages after the rebalance.
+        shed_after=0.0,
     )
     schedule = experiment.schedule()
     pool = Pool(cfg)
