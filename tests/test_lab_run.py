@@ -97,4 +97,5 @@ def test_lab_run_from_the_terminal_writes_results_and_plots(base_config: Config,
     result = Result.load(out)
     assert len(result.tasks) == 20 and result.experiment == Experiment.load(spec)
     assert (out / "gantt.png").stat().st_size > 0 and (out / "response.png").stat().st_size > 0
+    assert (out / "timeline.png").stat().st_size > 0 and (out / "beats.csv").stat().st_size > 0
     assert_cleaned_up(base_config, result.summary["namespace"])

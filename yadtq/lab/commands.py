@@ -134,7 +134,7 @@ def _save_plots(result: Any, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from yadtq.lab.plots import gantt, response_distribution
+    from yadtq.lab.plots import fault_timeline, gantt, response_distribution
     from yadtq.lab.theory import predict as formula
 
     predictions = []
@@ -143,10 +143,13 @@ def _save_plots(result: Any, out: Path) -> None:
             predictions.append(formula(result.experiment, dispatch))
         except ValueError:
             pass
-    for name, draw in (
+    drawings = [
         ("gantt", lambda: gantt(result)),
         ("response", lambda: response_distribution(result, None, predictions)),
-    ):
+    ]
+    if result.beats is not None and not result.beats.empty:  # heartbeats, faults and their detection
+        drawings.append(("timeline", lambda: fault_timeline(result)))
+    for name, draw in drawings:
         ax = draw()
         ax.figure.savefig(out / f"{name}.png", dpi=100, bbox_inches="tight")
         plt.close(ax.figure)

@@ -207,6 +207,9 @@ def _drive(
         def submit(i: int) -> None:
             handle = sender.submit_with(OPERATION, [plan.services[i], plan.tokens[i]], max_retries=None)
             ids[i] = handle.id
+            # A fast submit returns before Kafka acknowledges; a refusal must count as a submit
+            # error, not as a task the queue lost.
+            handle.accepted(timeout=client.config.submit_timeout + 5)
 
         def generate() -> None:
             for i, at in enumerate(plan.arrivals):
@@ -233,10 +236,22 @@ def _drive(
     return ids, done_faults, errors
 
 
+#: Time a replacement worker may need before it runs a task: its start (2-4 s on a busy machine),
+#: joining the group, and its first task's executor start-up (up to 6 s seen).
+RECOVERY = 15.0
+
+
 def _quiet_period(experiment: Experiment) -> float:
-    """How long nothing may finish, once all tasks are sent, before the rest are declared lost."""
+    """How long nothing may finish, once all tasks are sent, before the rest are declared lost.
+
+    After a fault, nothing may finish until the fault is detected, a worker takes the task over (a
+    replacement may first have to start) and then runs it for its whole length; only after that is
+    silence evidence of a loss. A lost task that the queue marks as failed ends the wait at once."""
     longest = max(experiment.service_times or (experiment.service_mean * 10,))
-    return max(15.0, 4 * experiment.heartbeat_timeout + 6, 3 * longest)
+    base = max(15.0, 4 * experiment.heartbeat_timeout + 6, 3 * longest)
+    if not experiment.faults:
+        return base
+    return base + longest + RECOVERY
 
 
 def _await_drain(
