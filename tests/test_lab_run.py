@@ -93,8 +93,9 @@ def test_lab_run_from_the_terminal_writes_results_and_plots(base_config: Config,
     out = tmp_path / "out"
     proc = cli(base_config, "lab", "run", str(spec), "-o", str(out), "--no-progress", timeout=140)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "20/20 tasks" in proc.stdout and "audit: lost 0  executed more than once 0  completed once 20" in proc.stdout
+    assert "20/20 tasks" in proc.stdout and "audit: lost 0  duplicated 0  restarted 0  completed once 20" in proc.stdout
     result = Result.load(out)
     assert len(result.tasks) == 20 and result.experiment == Experiment.load(spec)
     assert (out / "gantt.png").stat().st_size > 0 and (out / "response.png").stat().st_size > 0
+    assert (out / "timeline.png").stat().st_size > 0 and (out / "beats.csv").stat().st_size > 0
     assert_cleaned_up(base_config, result.summary["namespace"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 
 import matplotlib.pyplot as plt
@@ -27,6 +28,8 @@ pytestmark = pytest.mark.services
 
 NOTEBOOK = ROOT / "notebooks" / "01-quickstart.ipynb"
 LAB_NOTEBOOK = ROOT / "notebooks" / "03-load-experiments.ipynb"
+DELIVERY_NOTEBOOK = ROOT / "notebooks" / "04-delivery-semantics.ipynb"
+DETECTION_NOTEBOOK = ROOT / "notebooks" / "05-failure-detection.ipynb"
 
 
 #: States of a worker that is up and heartbeating; "idle (no partition)" is one that Kafka has not
@@ -185,10 +188,11 @@ def test_quickstart_notebook_runs_under_nbval(base_config: Config) -> None:
     assert " passed" in proc.stdout and " failed" not in proc.stdout
 
 
-@pytest.mark.timeout(360)
-def test_load_experiments_notebook_runs_under_strict_nbval(base_config: Config) -> None:
-    # Strict: the spec, the formulas and the simulation are deterministic and their stored outputs
-    # are compared; the cells with measured figures are tagged nbval-ignore-output.
+def run_strict_nbval(base_config: Config, notebook: object, budget: float) -> float:
+    """Run ``notebook`` under strict nbval in a subprocess with the services this session found;
+    returns how long it took. Deterministic cells (specs, formulas, simulations, the checks a lesson
+    makes) have their stored outputs compared; cells with measured figures are tagged
+    nbval-ignore-output."""
     env = {
         **os.environ,
         "YADTQ_KAFKA_BOOTSTRAP": base_config.kafka_bootstrap,
@@ -202,11 +206,29 @@ def test_load_experiments_notebook_runs_under_strict_nbval(base_config: Config) 
         "--nbval",
         "--nbval-current-env",
         "--nbval-cell-timeout=150",
-        str(LAB_NOTEBOOK),
+        str(notebook),
         "-p",
         "no:cacheprovider",
         "-q",
     ]
-    proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=330)
+    started = time.monotonic()
+    proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=budget + 60)
+    took = time.monotonic() - started
     assert proc.returncode == 0, f"nbval failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-2000:]}"
     assert " passed" in proc.stdout and " failed" not in proc.stdout
+    return took
+
+
+@pytest.mark.timeout(360)
+def test_load_experiments_notebook_runs_under_strict_nbval(base_config: Config) -> None:
+    run_strict_nbval(base_config, LAB_NOTEBOOK, budget=270)
+
+
+@pytest.mark.timeout(300)
+def test_delivery_semantics_notebook_runs_under_strict_nbval_within_three_minutes(base_config: Config) -> None:
+    assert run_strict_nbval(base_config, DELIVERY_NOTEBOOK, budget=230) < 180
+
+
+@pytest.mark.timeout(300)
+def test_failure_detection_notebook_runs_under_strict_nbval_within_three_minutes(base_config: Config) -> None:
+    assert run_strict_nbval(base_config, DETECTION_NOTEBOOK, budget=230) < 180

@@ -20,7 +20,7 @@ def test_predict_prints_both_formulas_and_the_simulation(spec: Path, capsys: pyt
     assert cli.main(["lab", "predict", str(spec)]) == 0
     out = capsys.readouterr().out
     assert "busiest worker at ρ = 0.500" in out
-    assert "partitioned M/M/1      wait 0.1000 s  response 0.2000 s" in out  # 1 / (10 − 5)
+    assert "*partitioned M/M/1      wait 0.1000 s  response 0.2000 s" in out  # 1 / (10 − 5)
     assert "M/M/c                  wait 0.0333 s  response 0.1333 s" in out
     assert "simulation (SimPy)" in out
 
@@ -64,3 +64,22 @@ def test_mistakes_are_one_line_and_exit_2(
     captured = capsys.readouterr()
     assert captured.err.startswith(message) and captured.err.count("\n") == 1
     assert "Traceback" not in captured.err and captured.out == ""
+
+
+def test_predict_and_sweep_cover_pooled_dispatch_and_concurrency(
+    spec: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pooled = Experiment.load(spec).replace(dispatch="pooled").save(tmp_path / "pooled.json")
+    assert cli.main(["lab", "predict", str(pooled)]) == 0
+    out = capsys.readouterr().out
+    assert "pooled dispatch (1 worker process(es) x 2 slot(s))" in out
+    assert " *M/M/c                  wait 0.0333 s" in out and "  partitioned M/M/1" in out
+    out_dir = tmp_path / "grid"
+    grid = ["--grid", "dispatch=partitioned,pooled", "--grid", "concurrency=1,2"]
+    assert cli.main(["lab", "sweep", str(spec), *grid, "--simulate-only", "-o", str(out_dir), "--no-progress"]) == 0
+    frame = pd.read_csv(out_dir / "sweep.csv").set_index(["dispatch", "concurrency"])
+    # pooling beats partitioning at the same number of slots, in the formulas and the simulation
+    for column in ("theory_response_mean", "simulated_response_mean"):
+        assert frame.loc[("pooled", 1), column] < frame.loc[("partitioned", 1), column]
+    assert frame.loc[("pooled", 1), "theory_response_mean"] == pytest.approx(0.1333, abs=1e-4)
+    assert frame.loc[("partitioned", 2), "theory_response_mean"] < frame.loc[("partitioned", 1), "theory_response_mean"]

@@ -84,3 +84,32 @@ def test_plots_draw_what_they_say() -> None:
     top, bottom = sweep_plot(frame)
     assert len(top.get_lines()) == 3 and len(bottom.get_lines()) == 3  # 2 errors + the zero line
     plt.close(top.figure)
+
+
+def test_slots_of_one_worker_share_its_queue_as_mmc_says() -> None:
+    pooled = LONG.replace(dispatch="pooled", tasks=100_000)
+    result = simulate(pooled)
+    assert set(result.tasks["worker"]) == {"worker-1"}  # one process, three slots
+    assert result.summary["wait_mean"] == pytest.approx(predict(pooled).mean_wait, rel=0.08)
+    assert result.summary["utilisation_mean"] == pytest.approx(0.7, rel=0.03)
+    two_each = LONG.replace(workers=2, concurrency=2, partitions=2, arrival_rate=2.4, tasks=100_000)
+    result = simulate(two_each)
+    assert result.summary["wait_mean"] == pytest.approx(predict(two_each).mean_wait, rel=0.08)
+    assert simulate(two_each, "pooled").summary["wait_mean"] < result.summary["wait_mean"]
+
+
+def test_the_overhead_of_a_worker_with_slots_counts_from_the_first_free_slot() -> None:
+    spec = Experiment(arrival_rate=10, service_seconds=0.1, workers=1, concurrency=2, tasks=3)
+    frame = pd.DataFrame(
+        {
+            "id": ["a", "b", "c"],
+            "worker": ["w"] * 3,
+            "scheduled": [0.0, 0.0, 0.0],
+            "started": [0.01, 0.02, 1.03],  # c waits for a's slot, free at 1.01
+            "finished": [1.01, 2.02, 2.03],
+        }
+    )
+    result = Result.build(frame, spec, "run")
+    from yadtq.lab.simulate import dispatch_overhead
+
+    assert dispatch_overhead(result) == pytest.approx((0.01 + 0.02 + 0.02) / 3)

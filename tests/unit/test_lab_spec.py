@@ -88,10 +88,10 @@ def test_a_short_overload_is_allowed() -> None:
         ({"arrival_rate": "fast"}, "arrival_rate must be a positive number, not 'fast'."),
         ({"speed": 3}, "unknown experiment field(s): speed; known: "),
         ({"arrival": "uniform"}, "arrival must be one of poisson, constant, bursts, not 'uniform'."),
-        ({"service": "pareto"}, "service must be one of constant, exponential, list, not 'pareto'."),
+        ({"service": "pareto"}, "service must be one of constant, exponential, list, sequence, not 'pareto'."),
         ({"delivery": "exactly_once"}, "delivery must be one of effectively_once, at_least_once, at_most_once"),
         ({"service": "list", "service_times": []}, "service 'list' needs a non-empty service_times list."),
-        ({"service_times": [0.1]}, "service_times is only used with service 'list'."),
+        ({"service_times": [0.1]}, "service_times is only used with service 'list' or 'sequence'."),
         ({"service": "list", "service_times": [0.1, -2]}, "every service time must be in (0, 3600] seconds."),
         ({"workers": 0}, "workers must be a whole number >= 1, not 0."),
         ({"tasks": 10, "duration": 5}, "give exactly one of tasks (a count) and duration (seconds of arrivals)."),
@@ -125,3 +125,22 @@ def test_files_that_are_not_specs_are_refused(tmp_path: Path) -> None:
         Experiment.load(tmp_path / "missing.json")
     with pytest.raises(SpecError, match="JSON object"):
         Experiment.from_json("[1, 2]")
+
+
+def test_a_sequence_of_service_times_and_a_replacement_worker() -> None:
+    spec = Experiment(
+        service="sequence",
+        service_times=[5, 0.1, 0.1],
+        arrival="constant",
+        workers=1,
+        tasks=7,
+        faults=[{"at": 1, "action": "kill"}, {"at": 1, "action": "start"}, {"at": 2, "action": "pause", "worker": 1}],
+    )
+    assert spec.schedule().services.tolist() == [5, 0.1, 0.1, 5, 0.1, 0.1, 5]
+    assert spec.service_mean == pytest.approx(5.2 / 3)
+    with pytest.raises(SpecError, match="fault worker must be an index from 0 to 0"):
+        spec.replace(faults=[{"at": 2, "action": "kill", "worker": 1}])
+    with pytest.raises(SpecError, match="takes no worker index"):
+        spec.replace(faults=[{"at": 2, "action": "start", "worker": 1}])
+    with pytest.raises(SpecError, match="dispatch must be one of partitioned, pooled"):
+        spec.replace(dispatch="random")

@@ -84,7 +84,21 @@ def test_predict_picks_the_model() -> None:
     assert predict(base, "pooled").mean_wait == pytest.approx(mmc(10, 10, 2).mean_wait)
     with pytest.raises(ValueError, match="Poisson"):
         predict(base.replace(arrival="constant"))
-    # more workers than partitions: the extra workers never get a task
+    # more workers than partitions: the extra workers never get a task, but pooled slots all serve
     many = base.replace(workers=4, partitions=2)
-    assert predict(many, "pooled").servers == 2
+    assert predict(many, "pooled").servers == 4
     assert predict(many).mean_wait == pytest.approx(mmc(5, 10, 1).mean_wait)
+    # a spec's own dispatch is the default model; pooled is one process with every slot
+    pooled = base.replace(dispatch="pooled")
+    assert pooled.processes == 1 and pooled.slots == 2 and pooled.partition_counts() == [8]
+    assert predict(pooled).model == "M/M/c" and predict(pooled, "partitioned").model == "partitioned M/M/1"
+    assert pooled.busiest_load == pytest.approx(0.5)
+
+
+def test_partitioned_workers_with_several_slots_are_mmc_queues_each() -> None:
+    spec = Experiment(arrival_rate=10, service_seconds=0.1, workers=2, concurrency=2, partitions=8, tasks=100)
+    p = predict(spec)
+    assert p.model == "partitioned M/M/2" and p.servers == 4
+    assert p.mean_wait == pytest.approx(mmc(5, 10, 2).mean_wait)  # each worker: half the traffic, 2 slots
+    assert predict(spec, "pooled").mean_wait == pytest.approx(mmc(10, 10, 4).mean_wait)
+    assert predict(spec, "pooled").mean_wait < p.mean_wait  # pooling beats partitioning

@@ -52,19 +52,24 @@ def predict(spec: Experiment) -> int:
     from yadtq.lab.simulate import simulate
     from yadtq.lab.theory import predict as formula
 
-    print(f"{spec.name}: {spec.expected_tasks:.0f} tasks, busiest worker at ρ = {spec.busiest_load:.3f}")
+    print(
+        f"{spec.name}: {spec.expected_tasks:.0f} tasks, {spec.dispatch} dispatch "
+        f"({spec.processes} worker process(es) x {spec.slots} slot(s)), busiest worker at ρ = {spec.busiest_load:.3f}"
+    )
     for dispatch in ("partitioned", "pooled"):
         try:
             p = formula(spec, dispatch)
+            mark = "*" if dispatch == spec.dispatch else " "
             print(
-                f"  {p.model:<22} wait {p.mean_wait:.4f} s  response {p.mean_response:.4f} s  "
+                f" {mark}{p.model:<22} wait {p.mean_wait:.4f} s  response {p.mean_response:.4f} s  "
                 f"in system {p.mean_in_system:.3f}  P(wait) {p.p_wait:.3f}"
             )
         except ValueError as exc:
             print(f"  {dispatch:<22} no formula: {exc}")
+    print("  (* the spec's own dispatch)")
     s = simulate(spec).summary
     print(
-        f"  {'simulation (SimPy)':<22} wait {s['wait_mean']:.4f} s  response {s['response_mean']:.4f} s  "
+        f" *{'simulation (SimPy)':<22} wait {s['wait_mean']:.4f} s  response {s['response_mean']:.4f} s  "
         f"in system {s['mean_in_system']:.3f}  p99 response {s['response_p99']:.4f} s"
     )
     return 0
@@ -87,9 +92,13 @@ def run(spec: Experiment, config: Config, args: argparse.Namespace) -> int:
         f"Little's law error {s['littles_error']:.2%}  generator late by up to {1000 * s['lateness_max']:.0f} ms"
     )
     print(
-        f"audit: lost {s['audit_lost']}  executed more than once {s['audit_executed_more_than_once']}  "
+        f"audit: lost {s['audit_lost']}  duplicated {s['audit_duplicated']}  restarted {s['audit_restarted']}  "
         f"completed once {s['audit_completed_once']}"
     )
+    faults = result.faults
+    if faults is not None and len(faults):
+        print("faults (seconds from the first arrival; detected/recovered: seconds after the fault):")
+        print(faults.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     print(f"results in {out}")
     return 0
 
@@ -131,7 +140,7 @@ def _save_plots(result: Any, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from yadtq.lab.plots import gantt, response_distribution
+    from yadtq.lab.plots import fault_timeline, gantt, response_distribution
     from yadtq.lab.theory import predict as formula
 
     predictions = []
@@ -140,10 +149,13 @@ def _save_plots(result: Any, out: Path) -> None:
             predictions.append(formula(result.experiment, dispatch))
         except ValueError:
             pass
-    for name, draw in (
+    drawings = [
         ("gantt", lambda: gantt(result)),
         ("response", lambda: response_distribution(result, None, predictions)),
-    ):
+    ]
+    if result.beats is not None and not result.beats.empty:  # heartbeats, faults and their detection
+        drawings.append(("timeline", lambda: fault_timeline(result)))
+    for name, draw in drawings:
         ax = draw()
         ax.figure.savefig(out / f"{name}.png", dpi=100, bbox_inches="tight")
         plt.close(ax.figure)

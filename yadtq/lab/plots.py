@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 SERIES = [
     ("measured", "measured (real workers)", "o-", "black"),
     ("simulated", "simulation (SimPy)", "s--", "tab:blue"),
-    ("theory", "theory, partitioned (M/G/1 per worker)", "-", "tab:orange"),
+    ("theory", "theory, the spec's dispatch (partitioned: M/G/1 per worker)", "-", "tab:orange"),
     ("mmc", "theory, pooled (M/M/c)", ":", "tab:green"),
 ]
 
@@ -103,3 +103,74 @@ def response_distribution(result: Result, ax: Axes | None = None, predictions: S
 def _natural(name: str) -> tuple[str, int]:
     head, _, tail = name.rpartition("-")
     return (head, int(tail)) if tail.isdigit() else (name, 0)
+
+
+#: Colours of the audit's outcomes: what went right, and the two ways a delivery guarantee fails.
+AUDIT_STYLE = {
+    "completed exactly once": "tab:green",
+    "restarted after a crash": "tab:olive",
+    "completed more than once": "tab:orange",
+    "lost": "tab:red",
+}
+
+
+def audit_bars(table: pd.DataFrame, ax: Axes | None = None) -> Axes:
+    """Grouped bars of an audit table (one row per run, see ``run.audit_table``): how many tasks
+    were lost, completed more than once, restarted, and completed exactly once, run by run."""
+    ax = _axes(ax, (8, 3.8))
+    columns = [c for c in AUDIT_STYLE if c in table.columns]
+    width = 0.8 / len(columns)
+    x = np.arange(len(table))
+    for i, column in enumerate(columns):
+        values = table[column].to_numpy(dtype=float)
+        bars = ax.bar(x + (i - (len(columns) - 1) / 2) * width, values, width, label=column, color=AUDIT_STYLE[column])
+        ax.bar_label(bars, fmt="%d", fontsize="small")
+    ax.set_xticks(x, [str(label).replace("_", " ") for label in table.index])
+    ax.set_ylabel("tasks")
+    ax.set_title("One crash, three delivery semantics (counted by the tasks themselves)")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    return ax
+
+
+#: Heartbeat markers by worker state, and fault marks by action.
+BEAT_STYLE = {"idle": "tab:green", "busy": "tab:blue", "stopping": "tab:purple", "stopped": "black"}
+FAULT_STYLE = {"kill": "red", "term": "purple", "pause": "orange", "resume": "green", "start": "grey"}
+
+
+def fault_timeline(result: Result, ax: Axes | None = None) -> Axes:
+    """One row per worker: its heartbeats (dots, coloured by state), the tasks it ran to the end
+    (thin bars), each fault (a vertical line) and the moment it was declared dead (a red cross).
+    A gap in the dots is a worker that could not heartbeat: killed, or paused."""
+    beats = result.beats if result.beats is not None else pd.DataFrame(columns=["worker", "at", "state"])
+    faults = result.faults if result.faults is not None else pd.DataFrame(columns=["at", "action", "worker"])
+    workers = sorted(set(beats["worker"]) | set(faults["worker"]), key=_natural)
+    ax = _axes(ax, (11, 1.2 + 0.7 * max(1, len(workers))))
+    row = {name: i for i, name in enumerate(workers)}
+    for name in workers:
+        own = beats[beats["worker"] == name]
+        colours = [BEAT_STYLE.get(state, "grey") for state in own["state"]]
+        ax.scatter(own["at"], [row[name]] * len(own), c=colours, s=14, zorder=3)
+        done = result.tasks[(result.tasks["worker"] == name) & result.tasks["finished"].notna()]
+        ax.hlines([row[name] + 0.22] * len(done), done["started"], done["finished"], color="tab:blue", lw=3, alpha=0.5)
+    for fault in faults.itertuples():
+        colour = FAULT_STYLE.get(fault.action, "grey")
+        if fault.worker in row:
+            y = row[fault.worker]
+            ax.vlines(fault.at, y - 0.4, y + 0.4, color=colour, lw=2)
+            ax.annotate(fault.action, (fault.at, y - 0.42), color=colour, fontsize="small", ha="center", va="bottom")
+            detected = getattr(fault, "detected", float("nan"))
+            if detected == detected:  # not NaN: declared dead, or (SIGTERM) said it stopped
+                marker, colour = ("s", "black") if fault.action == "term" else ("x", "red")
+                ax.plot(fault.at + detected, y, marker, color=colour, ms=8, mew=2, zorder=4, mfc="none")
+    for state, colour in BEAT_STYLE.items():
+        ax.scatter([], [], c=colour, s=14, label=f"heartbeat: {state}")
+    ax.plot([], [], "x", color="red", mew=2, label="declared dead")
+    ax.plot([], [], "s", color="black", mfc="none", mew=2, label="recorded itself stopped")
+    ax.plot([], [], color="tab:blue", lw=3, alpha=0.5, label="task ran to the end")
+    ax.set_yticks(range(len(workers)), workers)
+    ax.set_ylim(len(workers) - 0.4, -0.6)
+    ax.set_xlabel("seconds from the first arrival")
+    ax.set_title("Heartbeats, faults and their detection")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    ax.grid(axis="x", alpha=0.3)
+    return ax

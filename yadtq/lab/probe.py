@@ -4,7 +4,11 @@ A task's record in Redis says what the queue *believes* happened (attempts, fina
 delivery guarantees that belief cannot be the evidence, so ``lab.work`` keeps its own count: each
 time it starts executing it increments ``NS:lab:exec:<token>`` (a key of the run's namespace, so
 :meth:`~yadtq.backend.Backend.purge` removes it) with a plain ``INCR``, outside the queue's Lua
-state machine. Then it sleeps, so the service time does not depend on how busy the CPU is.
+state machine. Then it sleeps, so the service time does not depend on how busy the CPU is, and at
+the end increments ``NS:lab:done:<token>``: the task's *effect*, like an e-mail sent at the end of a
+real task. The two counts tell a restart (an execution cut short by a crash and run again: started
+twice, done once) from a duplicate (the effect happened twice: done twice), which is the difference
+between effectively-once and at-least-once delivery.
 
 Workers load this module through ``Config.imports`` (``YADTQ_IMPORTS=yadtq.lab.probe``); the
 executor process finds Redis from the ``YADTQ_*`` variables it inherits from its worker.
@@ -25,7 +29,13 @@ OPERATION = "lab.work"
 
 
 def exec_key(namespace: str, token: str) -> str:
+    """Executions started under ``token``."""
     return f"{namespace}:lab:exec:{token}"
+
+
+def done_key(namespace: str, token: str) -> str:
+    """Executions that ran to their end under ``token``."""
+    return f"{namespace}:lab:done:{token}"
 
 
 @cache
@@ -47,8 +57,10 @@ def _limits(seconds: float, token: str) -> None:
 
 @operation(name=OPERATION, limits=_limits)
 def work(seconds: float, token: str) -> int:
-    """Count this execution under ``token``, then sleep ``seconds``; returns the count so far."""
+    """Count this execution under ``token``, sleep ``seconds``, count it as done; returns the count of
+    executions started so far."""
     client, namespace = _connection()
     count = int(client.incr(exec_key(namespace, token)))
     time.sleep(seconds)
+    client.incr(done_key(namespace, token))
     return count

@@ -30,8 +30,10 @@ COLUMNS = [
     "wait",
     "service",
     "response",
+    "status",
     "attempts",
     "executions",
+    "completions",
 ]
 
 
@@ -44,6 +46,10 @@ class Result:
     source: str = "run"
     #: Figures that are not in the task table (generator lateness, audit of a real run, timings).
     extra: dict[str, Any] = field(default_factory=dict)
+    #: A real run's heartbeats (worker, at, state, task; seconds from the first arrival).
+    beats: pd.DataFrame | None = None
+    #: A real run's faults with their detection latency and recovery time (see ``run.detection``).
+    faults: pd.DataFrame | None = None
 
     @classmethod
     def build(
@@ -52,23 +58,31 @@ class Result:
         experiment: Experiment | None,
         source: str,
         extra: dict[str, Any] | None = None,
+        slots: int | None = None,
     ) -> Result:
-        """Fill in the derived columns and compute the summary."""
+        """Fill in the derived columns and compute the summary; ``slots`` per worker (default: the
+        experiment's) turns a worker's busy time into a utilisation between 0 and 1."""
         frame = tasks.reindex(columns=COLUMNS).copy()
         frame["wait"] = frame["started"] - frame["scheduled"]
         frame["service"] = frame["finished"] - frame["started"]
         frame["response"] = frame["finished"] - frame["scheduled"]
         extra = dict(extra or {})
-        summary = summarise(frame)
+        if slots is None:
+            slots = experiment.slots if experiment is not None else 1
+        summary = summarise(frame, slots)
         summary["source"] = source
         summary.update(extra)
         return cls(frame, summary, experiment, source, extra)
 
     def save(self, directory: str | Path) -> Path:
-        """``tasks.csv``, ``summary.json`` and ``experiment.json`` in ``directory`` (no pickle)."""
+        """``tasks.csv``, ``summary.json`` and ``experiment.json`` in ``directory`` (no pickle), and
+        for a real run ``beats.csv`` and ``faults.csv``."""
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         self.tasks.to_csv(out / "tasks.csv", index=False)
+        for name, table in (("beats", self.beats), ("faults", self.faults)):
+            if table is not None:
+                table.to_csv(out / f"{name}.csv", index=False)
         (out / "summary.json").write_text(json.dumps(_jsonable(self.summary), indent=2) + "\n")
         if self.experiment is not None:
             self.experiment.save(out / "experiment.json")
@@ -81,7 +95,8 @@ class Result:
         summary = json.loads((src / "summary.json").read_text())
         spec = src / "experiment.json"
         experiment = Experiment.load(spec) if spec.exists() else None
-        return cls(tasks, summary, experiment, summary.get("source", "run"))
+        beats, faults = (_table(src / f"{name}.csv") for name in ("beats", "faults"))
+        return cls(tasks, summary, experiment, summary.get("source", "run"), beats=beats, faults=faults)
 
     def __repr__(self) -> str:
         s = self.summary
@@ -91,8 +106,9 @@ class Result:
         )
 
 
-def summarise(tasks: pd.DataFrame) -> dict[str, Any]:
-    """Throughput, wait and response statistics, utilisation per worker, and Little's law.
+def summarise(tasks: pd.DataFrame, slots: int = 1) -> dict[str, Any]:
+    """Throughput, wait and response statistics, utilisation per worker (busy slot-time over
+    ``slots`` times the span), and Little's law.
 
     Little's law is checked over the arrival period ``[first, last scheduled]``: ``L`` is the
     time-average number of tasks in the system over that window (from each task's overlap with it),
@@ -117,7 +133,7 @@ def summarise(tasks: pd.DataFrame) -> dict[str, Any]:
         out[f"{name}_mean"] = float(values.mean()) if len(values) else math.nan
         for q in (50, 95, 99):
             out[f"{name}_p{q}"] = float(np.percentile(values, q)) if len(values) else math.nan
-    busy = done.groupby("worker")["service"].sum() / span
+    busy = done.groupby("worker")["service"].sum() / (span * slots)
     out["utilisation"] = {str(k): float(v) for k, v in busy.sort_index().items()}
     out["utilisation_mean"] = float(busy.mean()) if len(busy) else 0.0
     out.update(littles_law(tasks, first, last_arrival))
@@ -148,6 +164,10 @@ def littles_law(tasks: pd.DataFrame, start: float, stop: float) -> dict[str, flo
         "littles_lambda_w": lambda_w,
         "littles_error": abs(in_system - lambda_w) / lambda_w if lambda_w else math.nan,
     }
+
+
+def _table(path: Path) -> pd.DataFrame | None:
+    return pd.read_csv(path) if path.exists() else None
 
 
 def _jsonable(value: Any) -> Any:

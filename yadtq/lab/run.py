@@ -8,13 +8,17 @@ delay the next one (submits are handed to a few threads). Waiting is measured fr
 time, and how late the generator was is reported (``lateness_*``), so an overloaded laptop shows up
 as such instead of as a faster queue.
 
-Every task runs :func:`yadtq.lab.probe.work`, which counts its own executions in Redis; the audit
-compares those counts with what the queue recorded. Whatever happens, the workers are stopped and
-reaped, and the namespace's keys and topics deleted.
+Every task runs :func:`yadtq.lab.probe.work`, which counts its own executions (started and run to
+the end) in Redis; the audit is made from those counts, not from what the queue recorded. After the
+drain, the workers' heartbeat histories and records are read back, so each fault can be given its
+detection latency (until the worker was declared dead, or said it stopped) and its recovery time
+(until the tasks it held finished elsewhere). Whatever happens, the workers are stopped and reaped,
+and the namespace's keys and topics deleted.
 """
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
@@ -31,7 +35,7 @@ from yadtq.broker import Broker
 from yadtq.client import Client
 from yadtq.config import Config
 from yadtq.errors import ServiceUnavailable, YadtqError
-from yadtq.lab.probe import OPERATION, exec_key
+from yadtq.lab.probe import OPERATION, done_key, exec_key
 from yadtq.lab.result import Result
 from yadtq.lab.simulate import dispatch_overhead, replay
 from yadtq.lab.spec import Experiment, Fault
@@ -77,14 +81,22 @@ def run(
         heartbeat_interval=experiment.heartbeat_interval,
         heartbeat_timeout=experiment.heartbeat_timeout,
         imports=(*base.imports, "yadtq.lab.probe"),
+        delivery=experiment.delivery,
+        concurrency=experiment.slots,
+        # No shedding: the models keep each partition on one worker, and a shed moves partitions
+        # mid-run. It would also fire during the warm-up, whose first task per worker includes the
+        # executor's start-up (over 2 s on a busy machine): three workers shedding at once were
+        # seen to stop taking messages after the rebalance.
+        shed_after=0.0,
     )
     schedule = experiment.schedule()
     pool = Pool(cfg)
     client = Client(cfg)
     completed = False
+    deaths = _Deaths(client)
     try:
         client.broker.ensure_topics()
-        pool.start(experiment.workers, extra_env={"YADTQ_DELIVERY": experiment.delivery})
+        pool.start(experiment.processes)
         _wait_for_group(client, pool, experiment, timeout=60.0)
         _warm_up(client, experiment, timeout=60.0)
         plan = _Plan(
@@ -95,13 +107,20 @@ def run(
         )
         ids, faults, submit_errors = _drive(client, pool, experiment, plan, progress, drain_timeout)
         frame = _frame(client, plan, ids)
+        beats, workers = _timeline(client, plan.t0)
+        died = [(name, at - plan.t0) for name, at in deaths.close()]
         extra = {
             **_lateness(frame),
             **_audit(frame, submit_errors),
             "namespace": cfg.namespace,
             "faults_done": faults,
+            # the heartbeat script's own count of "declared dead, then heartbeated again"
+            "workers_revived": {str(k): int(v) for k, v in workers["revived"].items()} if len(workers) else {},
         }
         result = Result.build(frame, experiment, "run", extra)
+        result.beats = beats
+        held = _holders(client, frame, faults, plan.t0)
+        result.faults = detection(faults, died, workers, beats, frame, held, experiment.heartbeat_interval)
         overhead = dispatch_overhead(result)
         result.summary["overhead_per_task"] = overhead
         for name, cost in (("replay_ideal", 0.0), ("replay", overhead)):
@@ -110,6 +129,7 @@ def run(
         completed = True
         return result
     finally:
+        deaths.close()
         problem = _clean_up(pool, client, cfg)
         if problem is not None and completed:  # otherwise the run's own error is the one to see
             raise RunError(f"clean-up of namespace {cfg.namespace} failed: {problem}") from problem
@@ -125,7 +145,7 @@ def _wait_for_group(client: Client, pool: Pool, experiment: Experiment, timeout:
         table = client.workers()
         up = table[table["state"].isin(["idle", "busy", "idle (no partition)"])]
         owned = {int(p) for cell in up["partitions"].dropna() for p in str(cell).split(",") if p.strip().isdigit()}
-        if len(up) >= experiment.workers and owned == wanted:
+        if len(up) >= experiment.processes and owned == wanted:
             return
         time.sleep(0.2)
     logs = "; ".join(f"{p.name}: {p.log_path.read_text()[-300:]!r}" for p in pool.processes.values())
@@ -178,12 +198,18 @@ def _drive(
     stop = threading.Event()
     done_faults: list[dict[str, Any]] = []
     sender = Client(client.config)
+    # Connect and fetch the topic's metadata now: the first send would otherwise take a while and
+    # land after later ones, and a scripted scenario relies on the tasks' order in a partition.
+    sender.broker.producer.partitions_for(client.config.task_topic)
     futures: list[Future[None]] = []
     with ThreadPoolExecutor(SUBMITTERS, thread_name_prefix="lab-submit") as submitters:
 
         def submit(i: int) -> None:
             handle = sender.submit_with(OPERATION, [plan.services[i], plan.tokens[i]], max_retries=None)
             ids[i] = handle.id
+            # A fast submit returns before Kafka acknowledges; a refusal must count as a submit
+            # error, not as a task the queue lost.
+            handle.accepted(timeout=client.config.submit_timeout + 5)
 
         def generate() -> None:
             for i, at in enumerate(plan.arrivals):
@@ -210,10 +236,22 @@ def _drive(
     return ids, done_faults, errors
 
 
+#: Time a replacement worker may need before it runs a task: its start (2-4 s on a busy machine),
+#: joining the group, and its first task's executor start-up (up to 6 s seen).
+RECOVERY = 15.0
+
+
 def _quiet_period(experiment: Experiment) -> float:
-    """How long nothing may finish, once all tasks are sent, before the rest are declared lost."""
+    """How long nothing may finish, once all tasks are sent, before the rest are declared lost.
+
+    After a fault, nothing may finish until the fault is detected, a worker takes the task over (a
+    replacement may first have to start) and then runs it for its whole length; only after that is
+    silence evidence of a loss. A lost task that the queue marks as failed ends the wait at once."""
     longest = max(experiment.service_times or (experiment.service_mean * 10,))
-    return max(15.0, 4 * experiment.heartbeat_timeout + 6, 3 * longest)
+    base = max(15.0, 4 * experiment.heartbeat_timeout + 6, 3 * longest)
+    if not experiment.faults:
+        return base
+    return base + longest + RECOVERY
 
 
 def _await_drain(
@@ -251,8 +289,8 @@ def _count_final(client: Client, ids: list[str]) -> int:
 
 
 def _faults(pool: Pool, faults: tuple[Fault, ...], t0: float, stop: threading.Event, log: list[dict[str, Any]]) -> None:
-    """Carry out the fault schedule; ``pause_for`` becomes a pause and a later resume."""
-    names = list(pool.processes)
+    """Carry out the fault schedule; ``pause_for`` becomes a pause and a later resume, ``start`` a
+    new worker (numbered after the others, so later faults can name it)."""
     actions: list[tuple[float, str, int]] = []
     for fault in faults:
         if fault.action == "pause_for":
@@ -274,11 +312,15 @@ def _faults(pool: Pool, faults: tuple[Fault, ...], t0: float, stop: threading.Ev
         "resume": lambda name: pool.signal(name, signal.SIGCONT),
     }
     try:
-        for at, action, worker in sorted(actions):
+        for at, action, worker in sorted(actions, key=lambda a: a[0]):  # stable: same time, given order
             if stop.wait(max(0.0, t0 + at - time.time())):
                 return
-            do[action](names[worker])
-            log.append({"at": at, "action": action, "worker": names[worker], "done_at": time.time() - t0})
+            if action == "start":
+                name = pool.start(1)[0].name
+            else:
+                name = list(pool.processes)[worker]
+                do[action](name)
+            log.append({"at": at, "action": action, "worker": name, "done_at": time.time() - t0})
     finally:
         for stopper in stopping:
             stopper.join(timeout=pool.config.shutdown_grace + 30)
@@ -286,8 +328,11 @@ def _faults(pool: Pool, faults: tuple[Fault, ...], t0: float, stop: threading.Ev
 
 # --- reading the outcome ----------------------------------------------------------------------------
 def _frame(client: Client, plan: _Plan, ids: list[str | None]) -> pd.DataFrame:
-    keys = [exec_key(client.config.namespace, token) for token in plan.tokens]
+    ns = client.config.namespace
+    keys = [exec_key(ns, token) for token in plan.tokens]
     counts = client.backend.redis.mget(keys) if keys else []
+    done_keys = [done_key(ns, token) for token in plan.tokens]
+    completions = client.backend.redis.mget(done_keys) if done_keys else []
     rows = []
     for i, task_id in enumerate(ids):
         record = client.task(task_id) if task_id else None
@@ -306,8 +351,10 @@ def _frame(client: Client, plan: _Plan, ids: list[str | None]) -> pd.DataFrame:
                 "submitted": rel("submitted_at"),
                 "started": rel("started_at") if ok else None,
                 "finished": rel("finished_at") if ok else None,
+                "status": record.get("status"),
                 "attempts": record.get("attempts", 0),
                 "executions": int(counts[i] or 0),
+                "completions": int(completions[i] or 0),
             }
         )
     return pd.DataFrame(rows).astype({"started": float, "finished": float, "submitted": float})
@@ -323,16 +370,130 @@ def _lateness(frame: pd.DataFrame) -> dict[str, float]:
 
 
 def _audit(frame: pd.DataFrame, submit_errors: list[str]) -> dict[str, Any]:
-    """Lost: never finished. Executed more than once: by the probe's own count, not the queue's."""
-    finished = frame["finished"].notna()
+    """The delivery guarantees, judged by the probe's own counts, not by the queue's records.
+
+    Lost: no execution ran to its end. Duplicated: more than one did (the effect happened twice).
+    Restarted: an execution was cut short (its worker died) and the task ran again, to one end.
+    Completed once: exactly one execution ran to its end. ``audit_queue_failed`` is what the queue
+    itself admits (tasks not ``success``), for comparison with the independent count."""
+    done, started = frame["completions"], frame["executions"]
     return {
         "audit_tasks": len(frame),
-        "audit_lost": int((~finished).sum()),
-        "audit_executed_more_than_once": int((frame["executions"] > 1).sum()),
-        "audit_never_executed": int((frame["executions"] == 0).sum()),
-        "audit_completed_once": int((finished & (frame["executions"] == 1)).sum()),
+        "audit_lost": int((done == 0).sum()),
+        "audit_duplicated": int((done > 1).sum()),
+        "audit_restarted": int(((started > done) & (done == 1)).sum()),
+        "audit_executed_more_than_once": int((started > 1).sum()),
+        "audit_never_executed": int((started == 0).sum()),
+        "audit_completed_once": int((done == 1).sum()),
+        "audit_queue_failed": int((frame["status"] != "success").sum()),
         "audit_submit_errors": len(submit_errors),
     }
+
+
+AUDIT_COLUMNS = {
+    "audit_tasks": "tasks",
+    "audit_lost": "lost",
+    "audit_duplicated": "completed more than once",
+    "audit_restarted": "restarted after a crash",
+    "audit_completed_once": "completed exactly once",
+}
+
+
+def audit_table(results: dict[str, Result]) -> pd.DataFrame:
+    """One row per run (keyed by a label, e.g. the delivery mode): the audit a class compares."""
+    rows = {label: {name: r.summary[key] for key, name in AUDIT_COLUMNS.items()} for label, r in results.items()}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+# --- failure detection --------------------------------------------------------------------------------
+def _timeline(client: Client, t0: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every heartbeat (worker, at, state, task; ``at`` in seconds from ``t0``) and every worker's
+    record (dead_at, stopped_at, revived, lost, ...), read before the namespace is deleted."""
+    backend = client.backend
+    records = backend.workers()
+    rows = [{"worker": w["name"], **beat} for w in records for beat in backend.beats(w["name"])]
+    beats = pd.DataFrame(rows, columns=["worker", "at", "state", "task"])
+    beats["at"] = beats["at"].astype(float) - t0
+    beats = beats.sort_values(["worker", "at"], ignore_index=True)
+    workers = pd.DataFrame(records)
+    for column in ("started_at", "dead_at", "stopped_at", "last_heartbeat"):
+        if column not in workers:
+            workers[column] = float("nan")
+        workers[column] = workers[column].astype(float) - t0
+    for column in ("revived", "lost"):
+        workers[column] = workers[column].fillna(0).astype(int) if column in workers else 0
+    return beats, workers.set_index("name") if "name" in workers else workers
+
+
+def _holders(client: Client, frame: pd.DataFrame, faults: list[dict[str, Any]], t0: float) -> dict[int, list[str]]:
+    """For each fault (by index), the tasks its worker was running at that moment, from the tasks'
+    status histories (a ``processing`` step by that worker before the fault, ended after it)."""
+    victims = {i: f for i, f in enumerate(faults) if f["action"] in ("kill", "term", "pause")}
+    if not victims:
+        return {}
+    held: dict[int, list[str]] = {i: [] for i in victims}
+    candidates = frame[(frame["attempts"] > 1) | frame["worker"].isin({f["worker"] for f in victims.values()})]
+    for task_id in candidates["id"]:
+        steps = client.backend.history(task_id)
+        for i, fault in victims.items():
+            at = fault["done_at"]
+            for step, after in zip(steps, [*steps[1:], None], strict=True):
+                ended = after["at"] - t0 if after else float("inf")
+                began = step["at"] - t0
+                if step["status"] == "processing" and step.get("worker") == fault["worker"] and began <= at < ended:
+                    held[i].append(task_id)
+    return held
+
+
+def detection(
+    faults: list[dict[str, Any]],
+    deaths: list[tuple[str, float]],
+    workers: pd.DataFrame,
+    beats: pd.DataFrame,
+    frame: pd.DataFrame,
+    held: dict[int, list[str]],
+    interval: float,
+) -> pd.DataFrame:
+    """One row per fault done: when it happened, when the queue noticed, and when its work was done.
+
+    ``detected``: seconds from the fault until the worker was declared dead in Redis (the reaper's
+    ``worker`` event; for a kill or a pause, NaN if it never was, as a short pause should not be) or
+    recorded itself as stopped (a SIGTERM). ``recovered``: seconds until the last task it was running
+    at the fault finished (elsewhere, or on the worker itself after a pause that went unnoticed).
+    ``revived``: the worker was declared dead and heartbeated again afterwards (a false positive).
+    """
+    finished = frame.set_index("id")["finished"]
+    rows = []
+    for i, fault in enumerate(faults):
+        name, at, action = fault["worker"], fault["done_at"], fault["action"]
+        later = [f["done_at"] for f in faults[i + 1 :] if f["worker"] == name]
+        # a pause's reaper verdict may come up to one heartbeat after the resume
+        until = (later[0] + interval) if later else float("inf")
+        detected = float("nan")
+        if action in ("kill", "pause"):
+            times = [t for who, t in deaths if who == name and at <= t < until]
+            detected = min(times) - at if times else float("nan")
+        elif action == "term" and name in workers.index:
+            stopped = float(workers.loc[name, "stopped_at"])
+            detected = stopped - at if stopped >= at else float("nan")
+        revived = 0
+        if action == "pause" and detected == detected:
+            own = beats[(beats["worker"] == name) & (beats["at"] > at + detected)]
+            revived = int(len(own) > 0)
+        tasks = held.get(i, [])
+        ends = [finished.get(t, float("nan")) for t in tasks]
+        rows.append(
+            {
+                "at": at,
+                "action": action,
+                "worker": name,
+                "detected": detected,
+                "held": len(tasks),
+                "recovered": max(ends) - at if tasks else float("nan"),
+                "revived": revived,
+            }
+        )
+    return pd.DataFrame(rows, columns=["at", "action", "worker", "detected", "held", "recovered", "revived"])
 
 
 def _clean_up(pool: Pool, client: Client, config: Config) -> Exception | None:
@@ -353,6 +514,43 @@ def _clean_up(pool: Pool, client: Client, config: Config) -> Exception | None:
     return failure
 
 
+class _Deaths:
+    """Listens to the namespace's event channel for the reaper's ``worker ... dead`` events, so every
+    death is seen, not only a worker's latest (its record keeps one ``dead_at``)."""
+
+    def __init__(self, client: Client) -> None:
+        self._pubsub = client.backend.redis.pubsub(ignore_subscribe_messages=True)
+        self._pubsub.subscribe(client.backend.keys.events)
+        self._stop = threading.Event()
+        self.events: list[tuple[str, float]] = []  # (worker, Unix time)
+        self._thread = threading.Thread(target=self._listen, name="lab-deaths", daemon=True)
+        self._thread.start()
+
+    def _listen(self) -> None:
+        while not self._stop.is_set():
+            try:
+                message = self._pubsub.get_message(timeout=0.2)
+            except Exception:  # the connection went away: the run reports what it saw so far
+                return
+            if message is None:
+                continue
+            try:
+                event = json.loads(message["data"])
+            except (TypeError, ValueError):
+                continue
+            if event.get("type") == "worker" and event.get("state") == "dead":
+                self.events.append((str(event["worker"]), float(event["at"])))
+
+    def close(self) -> list[tuple[str, float]]:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        try:
+            self._pubsub.close()
+        except Exception:  # closing a broken connection: nothing left to release
+            pass
+        return list(self.events)
+
+
 from yadtq.lab.sweep import sweep  # noqa: E402 - re-exported: ``from yadtq.lab.run import run, sweep``
 
-__all__ = ["RunError", "run", "sweep"]
+__all__ = ["RunError", "audit_table", "detection", "run", "sweep"]

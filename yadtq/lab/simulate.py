@@ -6,7 +6,10 @@ has not yet, and holds for its service time. The queues mirror the dispatch:
 - ``partitioned`` (yadtq): every task lands on a random partition, as a random message key does;
   Kafka's range assignor gives each worker a contiguous block of partitions, and a worker serves
   only tasks of its own partitions.
-- ``pooled``: one FCFS queue shared by all workers, the M/M/c model of the textbooks.
+- ``pooled``: one FCFS queue shared by all slots, the M/M/c model of the textbooks (in yadtq: one
+  worker process with ``concurrency = c``).
+
+A worker process with several slots is as many SimPy processes pulling from its one queue.
 
 The arrival and service times come from :meth:`Experiment.schedule`, so a simulation and a real
 run of one spec see the same tasks. Faults and delivery modes are not modelled: the simulation is
@@ -21,6 +24,8 @@ FCFS queue, it is at most 2 events per task. Measured on this 2-core machine: 10
 
 from __future__ import annotations
 
+import heapq
+import math
 import time
 from collections.abc import Generator
 from typing import Any
@@ -33,8 +38,10 @@ from yadtq.lab.result import Result
 from yadtq.lab.spec import Experiment
 
 
-def simulate(experiment: Experiment, dispatch: str = "partitioned") -> Result:
-    """Simulate ``experiment``; the Result has the same columns as a real run's (one execution each)."""
+def simulate(experiment: Experiment, dispatch: str | None = None) -> Result:
+    """Simulate ``experiment`` (by its own ``dispatch`` unless another is given); the Result has the
+    same columns as a real run's (one execution each)."""
+    dispatch = dispatch or experiment.dispatch
     if dispatch not in ("partitioned", "pooled"):
         raise ValueError(f"dispatch must be 'partitioned' or 'pooled', not {dispatch!r}")
     clock = time.perf_counter()
@@ -46,12 +53,14 @@ def simulate(experiment: Experiment, dispatch: str = "partitioned") -> Result:
     served_by = [0] * n
 
     env = simpy.Environment()
-    for worker, queue in enumerate(_queues(experiment, n, dispatch)):
-        env.process(_serve(env, worker, queue, arrivals, services, started, served_by))
+    queues, slots = _queues(experiment, n, dispatch)
+    for worker, queue in enumerate(queues):
+        for _ in range(slots):
+            env.process(_serve(env, worker, queue, arrivals, services, started, served_by))
     env.run()
     loop_seconds = time.perf_counter() - clock
 
-    names = np.array([f"worker-{i + 1}" for i in range(experiment.workers)])
+    names = np.array([f"worker-{i + 1}" for i in range(len(queues))])
     start = np.asarray(started)
     frame = pd.DataFrame(
         {
@@ -61,12 +70,14 @@ def simulate(experiment: Experiment, dispatch: str = "partitioned") -> Result:
             "submitted": schedule.arrivals,
             "started": start,
             "finished": start + schedule.services,
+            "status": "success",
             "attempts": 1,
             "executions": 1,
+            "completions": 1,
         }
     )
     extra = {"dispatch": dispatch, "lateness_mean": 0.0, "lateness_max": 0.0}
-    result = Result.build(frame, experiment, "simulation", extra)
+    result = Result.build(frame, experiment, "simulation", extra, slots=slots)
     result.summary["simulation_seconds"] = time.perf_counter() - clock
     result.summary["event_loop_seconds"] = loop_seconds
     return result
@@ -90,25 +101,39 @@ def replay(result: Result, overhead: float = 0.0) -> Result:
     started = [0.0] * n
     served_by = [0] * n
     workers = done["worker"].to_numpy()
+    slots = _slots(result)
     env = simpy.Environment()
     for w, name in enumerate(sorted(set(workers))):
-        env.process(_serve(env, w, _Queue(np.flatnonzero(workers == name)), arrivals, occupied, started, served_by))
+        queue = _Queue(np.flatnonzero(workers == name))
+        for _ in range(slots):
+            env.process(_serve(env, w, queue, arrivals, occupied, started, served_by))
     env.run()
-    frame = done[["id", "worker", "scheduled", "submitted", "attempts", "executions"]].copy()
+    frame = done[["id", "worker", "scheduled", "submitted", "status", "attempts", "executions", "completions"]].copy()
     frame["started"] = np.asarray(started) + overhead
     frame["finished"] = frame["started"] + done["service"]
-    return Result.build(frame, result.experiment, "replay", {"overhead": overhead})
+    return Result.build(frame, result.experiment, "replay", {"overhead": overhead}, slots=slots)
+
+
+def _slots(result: Result) -> int:
+    """Slots per worker process of the run (1 when the experiment is not known)."""
+    return result.experiment.slots if result.experiment is not None else 1
 
 
 def dispatch_overhead(result: Result) -> float:
-    """The mean time a worker spends between tasks: the average, over every task, of its start
-    minus the later of its arrival and the end of the worker's previous task. It covers fetching
-    the message, claiming it and committing the one before; zero in a simulation."""
+    """The mean time a slot spends between tasks: the average, over every task, of its start minus
+    the later of its arrival and the moment a slot of its worker became free (with one slot: the end
+    of the worker's previous task). It covers fetching the message, claiming it and committing the
+    one before; zero in a simulation."""
     done = result.tasks.dropna(subset=["started", "finished"]).sort_values("started", kind="stable")
-    previous = done.groupby("worker")["finished"].shift()
-    ready = np.fmax(done["scheduled"].to_numpy(dtype=float), previous.to_numpy(dtype=float))
-    gaps = done["started"].to_numpy(dtype=float) - ready
-    return float(np.mean(gaps)) if len(gaps) else 0.0
+    slots = _slots(result)
+    free: dict[str, list[float]] = {}
+    gaps = []
+    for worker, scheduled, start, finish in done[["worker", "scheduled", "started", "finished"]].itertuples(False):
+        heap = free.setdefault(worker, [-math.inf] * slots)
+        ready = max(scheduled, heapq.heappop(heap))
+        gaps.append(start - ready)
+        heapq.heappush(heap, finish)
+    return float(np.mean(gaps)) if gaps else 0.0
 
 
 class _Queue:
@@ -119,16 +144,17 @@ class _Queue:
         self.next = 0
 
 
-def _queues(experiment: Experiment, n: int, dispatch: str) -> list[_Queue]:
+def _queues(experiment: Experiment, n: int, dispatch: str) -> tuple[list[_Queue], int]:
+    """One queue per worker process, and the slots that serve each."""
     if dispatch == "pooled":
-        shared = _Queue(np.arange(n))
-        return [shared] * min(experiment.workers, experiment.partitions)
+        return [_Queue(np.arange(n))], experiment.servers
     # A separate stream (not the schedule's): the partition is the key's hash, not part of the load.
     rng = np.random.default_rng(np.random.SeedSequence(experiment.seed).spawn(3)[2])
     partition = rng.integers(0, experiment.partitions, n)
-    owner = np.repeat(np.arange(experiment.workers), experiment.partition_counts())
+    counts = experiment.replace(dispatch="partitioned").partition_counts()
+    owner = np.repeat(np.arange(experiment.workers), counts)
     task_owner = owner[partition]
-    return [_Queue(np.flatnonzero(task_owner == w)) for w in range(experiment.workers)]
+    return [_Queue(np.flatnonzero(task_owner == w)) for w in range(experiment.workers)], experiment.concurrency
 
 
 def _serve(

@@ -30,9 +30,13 @@ import numpy as np
 from yadtq.errors import ConfigError
 
 ARRIVALS = ("poisson", "constant", "bursts")
-SERVICES = ("constant", "exponential", "list")
+SERVICES = ("constant", "exponential", "list", "sequence")
 DELIVERIES = ("effectively_once", "at_least_once", "at_most_once")
-ACTIONS = ("kill", "term", "pause", "resume", "pause_for")
+ACTIONS = ("kill", "term", "pause", "resume", "pause_for", "start")
+#: How tasks reach workers: ``partitioned`` (yadtq's usual set-up: ``workers`` processes, each
+#: serving only the tasks of its own partitions) or ``pooled`` (one process with ``workers``
+#: slots, so every slot takes the next task of one shared queue: the M/M/c model).
+DISPATCHES = ("partitioned", "pooled")
 #: Longest time (s) an overloaded run may need, after its last arrival, to work off its backlog.
 MAX_DRAIN = 120.0
 #: Longest single service time: the limit of the ``sleep``-like lab operation.
@@ -45,7 +49,12 @@ class SpecError(ConfigError):
 
 @dataclass(frozen=True)
 class Fault:
-    """At ``at`` seconds after the first arrival, do ``action`` to worker number ``worker`` (0-based)."""
+    """At ``at`` seconds after the first arrival, do ``action`` to worker number ``worker`` (0-based).
+
+    ``kill`` is SIGKILL (a crash), ``term`` SIGTERM (a graceful stop), ``pause``/``resume`` SIGSTOP and
+    SIGCONT, ``pause_for`` both ``seconds`` apart; ``start`` starts one more worker (a replacement),
+    which gets the next number, so later faults can name it.
+    """
 
     at: float
     action: str
@@ -74,13 +83,18 @@ class Experiment:
     arrival_rate: float = 10.0
     burst_size: int = 10
     #: How long a task runs: ``constant`` or ``exponential`` with mean ``service_seconds``, or
-    #: ``list``: drawn uniformly (with replacement) from ``service_times``. Tasks sleep, so the
-    #: figures do not depend on how busy the CPU is.
+    #: ``list``: drawn uniformly (with replacement) from ``service_times``, or ``sequence``: task i
+    #: takes ``service_times[i mod len]`` (a scripted scenario, e.g. one long task then short ones).
+    #: Tasks sleep, so the figures do not depend on how busy the CPU is.
     service: str = "exponential"
     service_seconds: float = 0.1
     service_times: tuple[float, ...] = ()
     workers: int = 2
     partitions: int = 8
+    #: Slots (tasks at once) per worker process; ``pooled`` runs one process with ``workers`` times
+    #: as many.
+    concurrency: int = 1
+    dispatch: str = "partitioned"
     #: Exactly one of ``tasks`` (a count) and ``duration`` (seconds of arrivals) is set.
     tasks: int | None = 200
     duration: float | None = None
@@ -99,7 +113,22 @@ class Experiment:
     # --- derived figures ----------------------------------------------------------------------
     @property
     def service_mean(self) -> float:
-        return float(np.mean(self.service_times)) if self.service == "list" else self.service_seconds
+        return float(np.mean(self.service_times)) if self.service_times else self.service_seconds
+
+    @property
+    def processes(self) -> int:
+        """Worker processes started at the beginning (``start`` faults add more later)."""
+        return 1 if self.dispatch == "pooled" else self.workers
+
+    @property
+    def slots(self) -> int:
+        """Slots per worker process (its ``concurrency`` setting)."""
+        return self.concurrency * (self.workers if self.dispatch == "pooled" else 1)
+
+    @property
+    def servers(self) -> int:
+        """Tasks that can run at once in the whole run: ``c`` of the queueing formulas."""
+        return self.workers * self.concurrency
 
     @property
     def service_rate(self) -> float:
@@ -115,10 +144,10 @@ class Experiment:
         return float(np.var(self.service_times) / self.service_mean**2)
 
     def partition_counts(self) -> list[int]:
-        """Partitions each worker owns once the group settles, as Kafka's range assignor deals them
-        (the first ``P mod c`` workers get one more); workers beyond the partition count get none."""
-        base, extra = divmod(self.partitions, self.workers)
-        return [base + (1 if i < extra else 0) for i in range(self.workers)]
+        """Partitions each worker process owns once the group settles, as Kafka's range assignor deals
+        them (the first ``P mod c`` get one more); processes beyond the partition count get none."""
+        base, extra = divmod(self.partitions, self.processes)
+        return [base + (1 if i < extra else 0) for i in range(self.processes)]
 
     @property
     def expected_tasks(self) -> float:
@@ -126,8 +155,10 @@ class Experiment:
 
     @property
     def busiest_load(self) -> float:
-        """ρ of the busiest worker: tasks go to partitions at random, each worker serves its own."""
-        return self.arrival_rate * max(self.partition_counts()) / self.partitions * self.service_mean
+        """ρ of the busiest worker process: tasks go to partitions at random, each process serves its
+        own with its slots (pooled: one process, all partitions, every slot)."""
+        share = max(self.partition_counts()) / self.partitions
+        return self.arrival_rate * share * self.service_mean / self.slots
 
     # --- validation -----------------------------------------------------------------------------
     def validate(self) -> None:
@@ -136,6 +167,8 @@ class Experiment:
         _one_of("arrival", self.arrival, ARRIVALS)
         _one_of("service", self.service, SERVICES)
         _one_of("delivery", self.delivery, DELIVERIES)
+        _one_of("dispatch", self.dispatch, DISPATCHES)
+        _whole("concurrency", self.concurrency, 1)
         _positive("arrival_rate", self.arrival_rate)
         _whole("workers", self.workers, 1)
         _whole("partitions", self.partitions, 1)
@@ -151,19 +184,20 @@ class Experiment:
             _whole("tasks", self.tasks, 1)
         if self.duration is not None:
             _positive("duration", self.duration)
-        if self.service == "list":
+        if self.service in ("list", "sequence"):
             if not self.service_times:
-                raise SpecError("service 'list' needs a non-empty service_times list.")
+                raise SpecError(f"service {self.service!r} needs a non-empty service_times list.")
             if any(not (0 < s <= MAX_SERVICE) for s in self.service_times):
                 raise SpecError(f"every service time must be in (0, {MAX_SERVICE:g}] seconds.")
         else:
             if self.service_times:
-                raise SpecError("service_times is only used with service 'list'.")
+                raise SpecError("service_times is only used with service 'list' or 'sequence'.")
             _positive("service_seconds", self.service_seconds)
             if self.service_seconds > MAX_SERVICE:
                 raise SpecError(f"service_seconds must be at most {MAX_SERVICE:g}.")
+        started = sum(f.action == "start" for f in self.faults)
         for fault in self.faults:
-            _check_fault(fault, self.workers)
+            _check_fault(fault, self.processes + started)
         self._check_drain()
 
     def _check_drain(self) -> None:
@@ -171,7 +205,7 @@ class Experiment:
         if rho < 1:
             return
         share = max(self.partition_counts()) / self.partitions
-        work = self.expected_tasks * share * self.service_mean
+        work = self.expected_tasks * share * self.service_mean / self.slots
         drain = work - self.expected_tasks / self.arrival_rate
         if drain > MAX_DRAIN:
             raise SpecError(
@@ -190,6 +224,8 @@ class Experiment:
             services = np.full(n, self.service_seconds)
         elif self.service == "exponential":
             services = services_rng.exponential(self.service_seconds, n)
+        elif self.service == "sequence":
+            services = np.resize(np.asarray(self.service_times), n)
         else:
             services = services_rng.choice(np.asarray(self.service_times), n)
         return Schedule(arrivals, services)
@@ -316,3 +352,5 @@ def _check_fault(fault: Fault, workers: int) -> None:
         _positive("fault seconds (for pause_for)", fault.seconds)
     elif fault.seconds:
         raise SpecError(f"fault seconds is only used with pause_for, not {fault.action}.")
+    if fault.action == "start" and fault.worker:
+        raise SpecError("a start fault starts a new worker; it takes no worker index.")

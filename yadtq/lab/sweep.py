@@ -49,7 +49,7 @@ def _row(spec: Experiment, measure: bool, config: Config | None, progress: bool)
     from yadtq.lab.simulate import simulate
 
     row: dict[str, Any] = {"utilisation": spec.busiest_load, "tasks": spec.expected_tasks}
-    for key, dispatch in (("theory", "partitioned"), ("mmc", "pooled")):
+    for key, dispatch in (("theory", None), ("mmc", "pooled")):  # its own dispatch, and M/M/c
         try:
             p = predict(spec, dispatch)
             row.update({f"{key}_wait_mean": p.mean_wait, f"{key}_response_mean": p.mean_response})
@@ -66,7 +66,7 @@ def _row(spec: Experiment, measure: bool, config: Config | None, progress: bool)
         row["measured_littles_error"] = measured["littles_error"]
         row["measured_lateness_max"] = measured["lateness_max"]
         row["measured_service_mean"] = measured["service_mean"]
-        for name in ("lost", "executed_more_than_once", "completed_once"):
+        for name in ("lost", "duplicated", "restarted", "executed_more_than_once", "completed_once"):
             row[name] = measured[f"audit_{name}"]
         for key in ("simulated", "theory", "mmc"):
             row[f"{key}_error"] = row[f"{key}_response_mean"] / row["measured_response_mean"] - 1
