@@ -32,3 +32,17 @@ def square_after(value: int, seconds: float) -> int:
     """value squared, after a pause: lets a test kill a worker mid-task and check the result."""
     time.sleep(seconds)
     return value * value
+
+
+@operation
+def kill_worker(token: str) -> None:
+    """A poison task: count this execution (outside the state machine, as ``lab.work`` does), then
+    SIGKILL the worker running it (the executor's parent) and exit, every time it is tried."""
+    import signal
+
+    from yadtq.lab.probe import _connection, exec_key
+
+    client, namespace = _connection()
+    client.incr(exec_key(namespace, token))
+    os.kill(os.getppid(), signal.SIGKILL)
+    os._exit(1)

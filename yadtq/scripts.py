@@ -209,7 +209,23 @@ return previous or ''
 """
 
 #: ARGV: ns, now, heartbeat_timeout, default_max_retries, ttl
-#: -> list of messages to publish again (tasks whose worker stopped heartbeating)
+#: -> list of messages to publish again. Two kinds of ``processing`` task are taken back:
+#:
+#: 1. its holder stopped heartbeating (crashed, paused, cut off) for longer than the timeout;
+#: 2. its holder is alive, but none of its heartbeats has listed the task (``current_task``) for
+#:    longer than the timeout. That is a task the holder no longer runs and will never finish: its
+#:    outcome was lost (Redis crashed after the offset was committed but before its write of the
+#:    outcome reached the append-only file), so Kafka will not redeliver it either, and without this
+#:    it would stay ``processing`` forever. A heartbeat that merely missed a claim (written just
+#:    before it) lists the task at the next beat, one interval later, which clears the mark; only a
+#:    task unlisted through a whole timeout of beats is taken back. The mark (``NS:unlisted``,
+#:    id -> "since|owner|attempt") names the claim it was made for, so a later claim of the same
+#:    task by anyone starts afresh, and marks of tasks no longer running are swept on each pass.
+#:
+#: All of it runs in this one script, atomically with respect to the holder's own scripts: either
+#: its FINISH came first (the task is no longer ``processing`` and is left alone) or the requeue
+#: did (the holder's FINISH then fails its ownership check, so the result is stored once). The worst
+#: case of a wrong guess is a second execution with one result kept, never a lost task.
 REAP = """
 local ns, now, timeout = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local stale = redis.call('ZRANGEBYSCORE', ns .. ':workers', '-inf', now - timeout)
@@ -221,13 +237,40 @@ for _, name in ipairs(stale) do
     event(ns .. ':events', {type='worker', worker=name, state='dead', at=now})
   end
 end
+local unlisted = ns .. ':unlisted'
+local marks = {}
 local requeue = {}
 local running = redis.call('HGETALL', ns .. ':running')
 for i = 1, #running, 2 do
   local id, owner = running[i], running[i + 1]
+  local tkey = ns .. ':task:' .. id
   local beat = tonumber(redis.call('ZSCORE', ns .. ':workers', owner) or '0')
+  local why = nil
   if now - beat > timeout then
-    local tkey = ns .. ':task:' .. id
+    why = 'worker ' .. owner .. ' stopped heartbeating'
+  else
+    local listed = redis.call('HGET', ns .. ':worker:' .. owner, 'current_task') or ''
+    if not string.find(',' .. listed .. ',', ',' .. id .. ',', 1, true) then
+      local claim = owner .. '|' .. (redis.call('HGET', tkey, 'attempts') or '0')
+      local mark = redis.call('HGET', unlisted, id)
+      local since = nil
+      if mark then
+        local sep = string.find(mark, '|', 1, true)
+        if string.sub(mark, sep + 1) == claim then since = tonumber(string.sub(mark, 1, sep - 1)) end
+      end
+      if not since then
+        since = now
+        redis.call('HSET', unlisted, id, tostring(now) .. '|' .. claim)
+      end
+      marks[id] = true
+      if now - since > timeout then
+        why = 'worker ' .. owner .. ' is alive but has not listed it in its heartbeats for ' ..
+          string.format('%.1f', now - since) .. ' s'
+        marks[id] = nil
+      end
+    end
+  end
+  if why then
     local st = redis.call('HMGET', tkey, 'status', 'worker', 'attempts', 'max_retries', 'message')
     redis.call('HDEL', ns .. ':running', id)
     if st[1] == 'processing' and st[2] == owner then
@@ -235,17 +278,20 @@ for i = 1, #running, 2 do
       redis.call('HINCRBY', ns .. ':worker:' .. owner, 'lost', 1)
       if attempts >= tonumber(st[4] or ARGV[4]) + 1 then
         redis.call('HSET', tkey, 'finished_at', now, 'reason', 'worker_lost',
-          'error', 'worker ' .. owner .. ' died during attempt ' .. attempts .. '; no retries left')
+          'error', 'worker ' .. owner .. ' lost attempt ' .. attempts .. ' (' .. why .. '); no retries left')
         transition(ns, id, 'failed', now, nil, attempts, 'no retries left')
         wake(ns, id)
         keep(ns, id, ARGV[5])
       else
         redis.call('HSET', tkey, 'worker', '')
-        transition(ns, id, 'queued', now, nil, attempts, 'requeued: worker ' .. owner .. ' stopped heartbeating')
+        transition(ns, id, 'queued', now, nil, attempts, 'requeued: ' .. why)
         table.insert(requeue, st[5])
       end
     end
   end
+end
+for _, id in ipairs(redis.call('HKEYS', unlisted)) do
+  if not marks[id] then redis.call('HDEL', unlisted, id) end
 end
 return requeue
 """

@@ -1,0 +1,113 @@
+"""A ``processing`` task whose holder is alive but no longer runs it is requeued by the reaper.
+
+This is the state a Redis crash can leave behind: the worker finished the task and Kafka has its
+offset, but the write of the outcome was lost with the crash, so the record says ``processing`` by a
+worker that is alive and heartbeating. Neither Kafka (the message is committed) nor the dead-worker
+rule (the holder is alive) would ever bring it back. The script is driven with explicit clocks here;
+``test_service_crashes.py`` shows the end-to-end recovery with real workers.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from yadtq import TaskStatus
+from yadtq.backend import Backend
+from yadtq.config import Config
+from yadtq.task import TaskMessage
+
+pytestmark = pytest.mark.services
+
+
+@pytest.fixture
+def backend(config: Config) -> Backend:
+    return Backend(config)
+
+
+def beat(backend: Backend, name: str, current: str, at: float) -> None:
+    backend.heartbeat(name, "busy" if current else "idle", current, 1, "host", "0", at)
+    backend.redis.zadd(backend.keys.workers, {name: at})  # the heartbeat as seen at time ``at``
+
+
+def reap(backend: Backend, now: float) -> list[str]:
+    ids = backend._run("reap", now, backend.config.heartbeat_timeout, backend.config.max_retries, 0)
+    return [TaskMessage.decode(m).id for m in ids]
+
+
+def held(backend: Backend, name: str, now: float) -> TaskMessage:
+    msg = TaskMessage(op="add", args=[1, 2])
+    backend.submit(msg)
+    beat(backend, name, "", now)
+    assert backend.claim(msg, name).outcome == "claimed"
+    return msg
+
+
+def test_a_task_its_live_holder_stopped_listing_is_requeued_after_the_timeout(backend: Backend) -> None:
+    timeout, now = backend.config.heartbeat_timeout, time.time()
+    msg = held(backend, "w", now)
+    beat(backend, "w", "", now)  # alive, running nothing
+    assert reap(backend, now) == [], "requeued on the first look: a heartbeat may just have missed the claim"
+    beat(backend, "w", "", now + timeout)
+    assert reap(backend, now + timeout) == [], "requeued before a whole timeout of beats had passed"
+    beat(backend, "w", "", now + timeout + 0.2)
+    assert reap(backend, now + timeout + 0.2) == [msg.id]
+    assert backend.status(msg.id) is TaskStatus.QUEUED
+    assert "is alive but has not listed it" in backend.history(msg.id)[-1]["note"]
+    assert reap(backend, now + timeout + 0.3) == [], "requeued twice"
+    assert backend.redis.hlen(f"{backend.ns}:unlisted") == 0, "a mark was left behind"
+    # the holder's late result, if any, is refused; the next claim runs it again
+    assert not backend.finish(msg.id, "w", 1, TaskStatus.SUCCESS, 3)
+    assert backend.claim(msg, "w").attempt == 2
+
+
+def test_a_task_its_holder_lists_is_never_requeued(backend: Backend) -> None:
+    timeout, now = backend.config.heartbeat_timeout, time.time()
+    msg = held(backend, "w", now)
+    for step in range(8):
+        at = now + step * timeout
+        beat(backend, "w", f"other,{msg.id}", at)
+        assert reap(backend, at) == []
+    assert backend.status(msg.id) is TaskStatus.PROCESSING
+
+
+def test_one_listing_clears_the_mark(backend: Backend) -> None:
+    """A heartbeat written just before the claim misses the task once; the next one lists it."""
+    timeout, now = backend.config.heartbeat_timeout, time.time()
+    msg = held(backend, "w", now)
+    beat(backend, "w", "", now)
+    assert reap(backend, now) == []
+    beat(backend, "w", msg.id, now + 0.5 * timeout)
+    assert reap(backend, now + 0.5 * timeout) == []
+    beat(backend, "w", "", now + 1.2 * timeout)
+    assert reap(backend, now + 1.2 * timeout) == [], "an old mark survived a heartbeat that listed the task"
+    assert backend.status(msg.id) is TaskStatus.PROCESSING
+
+
+def test_a_mark_belongs_to_one_claim(backend: Backend) -> None:
+    """A mark made for one attempt does not shorten the grace of the next claim of the same task."""
+    timeout, now = backend.config.heartbeat_timeout, time.time()
+    msg = held(backend, "w", now)
+    beat(backend, "w", "", now)
+    assert reap(backend, now) == []
+    backend.release(msg.id, "w", 1, "handed back")  # the task leaves ``running``
+    beat(backend, "v", "", now + 0.9 * timeout)
+    assert backend.claim(msg, "v").attempt == 2
+    beat(backend, "v", "", now + 1.1 * timeout)
+    assert reap(backend, now + 1.1 * timeout) == [], "the first claim's mark was applied to the second"
+    beat(backend, "v", "", now + 2.2 * timeout)
+    assert reap(backend, now + 2.2 * timeout) == [msg.id]
+
+
+def test_with_no_retries_left_it_fails_as_worker_lost(backend: Backend) -> None:
+    timeout, now = backend.config.heartbeat_timeout, time.time()
+    msg = TaskMessage(op="add", args=[1, 2], max_retries=0)
+    backend.submit(msg)
+    beat(backend, "w", "", now)
+    backend.claim(msg, "w")
+    assert reap(backend, now) == []
+    beat(backend, "w", "", now + timeout + 0.1)
+    assert reap(backend, now + timeout + 0.1) == []
+    record = backend.task(msg.id)
+    assert record is not None and (record["status"], record["reason"]) == ("failed", "worker_lost")
