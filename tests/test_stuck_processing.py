@@ -111,3 +111,45 @@ def test_with_no_retries_left_it_fails_as_worker_lost(backend: Backend) -> None:
     assert reap(backend, now + timeout + 0.1) == []
     record = backend.task(msg.id)
     assert record is not None and (record["status"], record["reason"]) == ("failed", "worker_lost")
+
+
+@pytest.mark.slow
+def test_real_workers_rerun_a_task_whose_outcome_a_crash_lost(make_config, tmp_path) -> None:
+    """End to end: a task finished and committed, whose record is then put back the way a Redis
+    crash that lost the last second of its append-only file leaves it (``processing``, held by its
+    live worker, the final history entry gone). Kafka will never deliver it again; the reaper must."""
+    from tests.conftest import live_workers
+    from yadtq import Client
+    from yadtq.audit import audit, execution_counts
+    from yadtq.pool import Pool
+
+    config = make_config(imports=("tests.ops_fixture", "yadtq.lab.probe"))
+    with Client(config) as client, Pool(config, log_dir=tmp_path) as pool:
+        pool.start(2)
+        deadline = time.monotonic() + 60
+        while not live_workers(client, 2)() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        handle = client.submit_with("lab.work", [0.1, "lost-write"], wait=True)
+        assert handle.result(timeout=30) == 1
+        holder = handle.info()["worker"]  # type: ignore[index]
+        key = client.backend.keys.task(handle.id)
+        # the crash: the FINISH write (status, result, its history entry, the running entry removal) is gone
+        client.backend.redis.hset(key, mapping={"status": "processing", "result": "", "finished_at": ""})
+        client.backend.redis.rpop(key + ":history")
+        client.backend.redis.hset(f"{config.namespace}:running", handle.id, holder)
+        lost_at = time.time()
+        deadline = time.monotonic() + 30
+        while client.task(handle.id)["status"] != "success" and time.monotonic() < deadline:  # type: ignore[index]
+            time.sleep(0.1)
+        info = handle.info()
+        assert info is not None and info["status"] == "success", f"still {info and info['status']} after 30 s"
+        took = info["finished_at"] - lost_at
+        # marked at the first reap, taken back a timeout later, then claimed and run (0.1 s)
+        bound = 2 * config.heartbeat_timeout + 2 * config.heartbeat_interval + 3.0
+        assert took < bound, f"rerun {took:.1f}s after the loss (bound {bound:.1f}s)"
+        assert any("is alive but has not listed it" in (h.get("note") or "") for h in handle.history())
+        report = audit(
+            client.backend, [handle.id], executions=execution_counts(client.backend, {handle.id: "lost-write"})
+        )
+        assert (report.executions, report.results, report.lost, report.duplicates) == (2, 1, 0, 0), report
+        assert handle.result(timeout=1) == 2

@@ -74,7 +74,9 @@ def audit(
 
     ``expected(task_id)`` gives the correct result, if known. ``executions`` gives each task's
     independent execution count (a mapping or a function of the task id, for example built with
-    :func:`execution_counts`); without it only the queue's own records are checked.
+    :func:`execution_counts`); without it only the queue's own records are checked. Read the
+    counts once the tasks are final: a count read before a task ran, set against a record read
+    after it finished, would look like a result that no execution produced.
     """
     count = executions.__getitem__ if isinstance(executions, Mapping) else executions
     report = Audit(executions=0 if count is not None else None)

@@ -59,16 +59,29 @@ create(ns, id, ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9])
 return 1
 """
 
+#: Seconds a withdrawn task's tombstone is kept: far longer than any message can linger in Kafka.
+WITHDRAWN_TTL = 7 * 24 * 3600
+
 #: ARGV: ns, id -> 1 if the record of a task that never left the client was removed
-UNSUBMIT = """
+#: The client calls this when Kafka did not acknowledge a message in time, and tells its caller the
+#: submit failed. A frozen broker may still append that message later (the request sat in its
+#: socket), so the id also gets a tombstone, ``NS:withdrawn:<id>``: the claim script skips a message
+#: that carries it, so a submit that raised never runs and never leaves a record, even if delivered.
+UNSUBMIT = (
+    """
 local ns, id = ARGV[1], ARGV[2]
 local tkey = ns .. ':task:' .. id
 local st = redis.call('HMGET', tkey, 'status', 'attempts')
-if st[1] ~= 'queued' or tonumber(st[2]) ~= 0 then return 0 end
+if st[1] and (st[1] ~= 'queued' or tonumber(st[2]) ~= 0) then return 0 end
+redis.call('SET', ns .. ':withdrawn:' .. id, '1', 'EX', """
+    + str(WITHDRAWN_TTL)
+    + """)
+if not st[1] then return 0 end
 redis.call('DEL', tkey, tkey .. ':history')
 redis.call('ZREM', ns .. ':tasks', id)
 return 1
 """
+)
 
 #: ARGV: ns, id, worker, now, heartbeat_timeout, op, args, kwargs, submitted_at, message, max_retries, mode
 #: -> {'claimed', attempt} | {'done', status} | {'busy', owner} | {'gave_up', attempts}
@@ -81,6 +94,8 @@ local tkey = ns .. ':task:' .. id
 local st = redis.call('HMGET', tkey, 'status', 'worker', 'attempts', 'max_retries')
 local status, owner, attempts, max_retries = st[1], st[2], tonumber(st[3] or '0'), tonumber(st[4] or ARGV[11])
 if not status then
+  -- withdrawn: its submit raised, so it must never run (see UNSUBMIT)
+  if redis.call('EXISTS', ns .. ':withdrawn:' .. id) == 1 then return {'done', 'withdrawn'} end
   -- a message from a producer that never wrote the record (any Kafka client may submit)
   create(ns, id, ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[4])
   status, attempts, max_retries = 'queued', 0, tonumber(ARGV[11])
