@@ -99,6 +99,14 @@ class Config:
     #: timeout is the only recovery path; the tests turn it off to prove that path alone.
     reaper: bool = True
 
+    # --- secured local services (``YADTQ_SECURE=1 yadtq up``, docs/reliability.md) ---------------
+    #: ``yadtq up`` starts Kafka with a SASL_PLAINTEXT listener (PLAIN, one user: the
+    #: ``kafka_sasl_*`` settings, which clients and workers also use) and Redis with the default
+    #: user off and one ACL user, ``redis_username`` with ``redis_password``.
+    secure: bool = False
+    #: The Redis ACL user of secured services; ``yadtq up`` writes it into the recorded Redis URL.
+    redis_username: str = "yadtq"
+
     #: Log level of a worker's own lines (INFO: one line per task; WARNING for benchmarks).
     log_level: str = "INFO"
     #: Log level of the kafka-python library in `yadtq` commands (DEBUG to see the group protocol).
