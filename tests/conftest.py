@@ -8,6 +8,7 @@ namespace, so its topics, consumer group and keys are its own, and deletes them 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -111,6 +112,18 @@ def cli(config: Config, *args: str, timeout: float = 60) -> subprocess.Completed
         timeout=timeout,
         check=False,
     )
+
+
+#: Figures of the fault tests' last run, quoted by docs/reliability.md.
+FIGURES = ROOT / "build" / "fault-suite.json"
+
+
+def record_figures(name: str, values: dict[str, object]) -> None:
+    """Add one scenario's figures to build/fault-suite.json."""
+    FIGURES.parent.mkdir(exist_ok=True)
+    data = json.loads(FIGURES.read_text()) if FIGURES.exists() else {}
+    data[name] = {**values, "at": time.strftime("%Y-%m-%d %H:%M:%S")}
+    FIGURES.write_text(json.dumps(data, indent=2))
 
 
 def live_workers(client: Client, n: int) -> Callable[[], bool]:

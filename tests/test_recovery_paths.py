@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.conftest import live_workers
+from tests.conftest import live_workers, record_figures
 from yadtq import Client
 from yadtq.audit import audit, execution_counts
 from yadtq.config import Config
@@ -77,6 +77,7 @@ def test_the_reaper_alone_requeues_a_killed_workers_task(make_config, tmp_path, 
         took = finished_after(client, handle.id, killed)
         # detection within heartbeat_timeout plus one beat, then the 1 s task, plus slack for a busy machine
         bound = config.heartbeat_timeout + config.heartbeat_interval + 1.0 + 3.0
+        record_figures("reaper_alone", {"finished_after_kill_s": round(took, 2), "bound_s": bound})
         assert took < bound, f"finished {took:.2f}s after the kill (bound {bound:.1f}s)"
         assert any(n.startswith(f"requeued: worker {victim} stopped heartbeating") for n in notes(client, handle.id))
         assert not any("took over" in n for n in notes(client, handle.id)), "Kafka redelivered within 30 s?"
@@ -100,6 +101,7 @@ def test_kafka_redelivery_alone_with_the_reaper_off(make_config, tmp_path, wait_
         took = finished_after(client, handle.id, killed)
         # the session timeout, a rebalance, the 1 s task, plus slack for a busy machine
         bound = config.session_timeout + 1.0 + 5.0
+        record_figures("kafka_alone", {"finished_after_kill_s": round(took, 2), "bound_s": bound})
         assert took < bound, f"finished {took:.2f}s after the kill (bound {bound:.1f}s)"
         assert any(n.startswith(f"took over from {victim}") for n in notes(client, handle.id))
         assert not any(n.startswith("requeued") for n in notes(client, handle.id)), "the reaper ran though off"
@@ -138,6 +140,7 @@ def test_a_paused_worker_runs_the_task_twice_and_its_late_result_is_discarded(ma
         )
         counts = execution_counts(client.backend, {handle.id: "paused"})
         report = audit(client.backend, [handle.id], executions=counts)
+        record_figures("paused_worker", report.as_dict())
         assert (report.executions, report.duplicated, report.results, report.duplicates) == (2, 1, 1, 0), report
         assert report.clean, report.problems
         assert handle.result(timeout=1) == 2 and handle.info()["worker"] == winner  # type: ignore[index]
@@ -174,6 +177,15 @@ def test_a_poison_task_fails_with_worker_lost_while_replacements_go_on(make_conf
         assert poison_runs == max_retries + 1, f"the poison ran {poison_runs} times"
         assert replacements >= max_retries + 1, "each execution of the poison should have killed a worker"
         report = audit(client.backend, tokens, executions=execution_counts(client.backend, tokens))
+        record_figures(
+            "poison",
+            {
+                "max_retries": max_retries,
+                "poison_executions": poison_runs,
+                "replacements": replacements,
+                "other_tasks": report.as_dict(),
+            },
+        )
         assert report.clean and report.succeeded == 20, report.problems
         assert (report.executions, report.duplicated) == (20, 0), report
         assert client.submit("add", 2, 3).result(timeout=30) == 5, "the replacements stopped consuming"

@@ -26,7 +26,7 @@ import pytest
 import redis
 from kafka import KafkaConsumer, TopicPartition
 
-from tests.conftest import ROOT, live_workers
+from tests.conftest import live_workers, record_figures
 from yadtq import Client, ServiceUnavailable, services
 from yadtq.audit import Audit, audit, execution_counts
 from yadtq.config import Config
@@ -34,15 +34,6 @@ from yadtq.pool import Pool
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 PROBE = ("tests.ops_fixture", "yadtq.lab.probe")
-FIGURES = ROOT / "build" / "fault-suite.json"
-
-
-def record_figures(name: str, values: dict[str, object]) -> None:
-    """Add this run's figures to build/fault-suite.json (docs/reliability.md quotes them)."""
-    FIGURES.parent.mkdir(exist_ok=True)
-    data = json.loads(FIGURES.read_text()) if FIGURES.exists() else {}
-    data[name] = {**values, "at": time.strftime("%Y-%m-%d %H:%M:%S")}
-    FIGURES.write_text(json.dumps(data, indent=2))
 
 
 def settle(client: Client, tokens: dict[str, str], timeout: float) -> Audit:

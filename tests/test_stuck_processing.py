@@ -118,7 +118,7 @@ def test_real_workers_rerun_a_task_whose_outcome_a_crash_lost(make_config, tmp_p
     """End to end: a task finished and committed, whose record is then put back the way a Redis
     crash that lost the last second of its append-only file leaves it (``processing``, held by its
     live worker, the final history entry gone). Kafka will never deliver it again; the reaper must."""
-    from tests.conftest import live_workers
+    from tests.conftest import live_workers, record_figures
     from yadtq import Client
     from yadtq.audit import audit, execution_counts
     from yadtq.pool import Pool
@@ -146,6 +146,7 @@ def test_real_workers_rerun_a_task_whose_outcome_a_crash_lost(make_config, tmp_p
         took = info["finished_at"] - lost_at
         # marked at the first reap, taken back a timeout later, then claimed and run (0.1 s)
         bound = 2 * config.heartbeat_timeout + 2 * config.heartbeat_interval + 3.0
+        record_figures("lost_outcome_rerun", {"rerun_finished_after_s": round(took, 2), "bound_s": bound})
         assert took < bound, f"rerun {took:.1f}s after the loss (bound {bound:.1f}s)"
         assert any("is alive but has not listed it" in (h.get("note") or "") for h in handle.history())
         report = audit(
