@@ -150,7 +150,7 @@ def test_submit_while_a_service_is_down_fails_fast_and_leaves_nothing(
         try:
             started = time.monotonic()
             with pytest.raises(ServiceUnavailable, match="Kafka" if service == "kafka" else "Redis"):
-                client.submit("add", 1, 2)
+                client.submit_with("add", [1, 2], wait=True)  # the fast path reports it in flush()
             elapsed = time.monotonic() - started
         finally:
             services.start(owned, service)
