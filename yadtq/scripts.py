@@ -275,7 +275,7 @@ for i = 1, #running, 2 do
       end
       if not since then
         since = now
-        redis.call('HSET', unlisted, id, tostring(now) .. '|' .. claim)
+        redis.call('HSET', unlisted, id, string.format('%.6f', now) .. '|' .. claim)  -- tostring keeps 14 digits
       end
       marks[id] = true
       if now - since > timeout then
