@@ -22,8 +22,9 @@ import pytest
 from yadtq import services
 from yadtq.backend import Backend
 from yadtq.broker import Broker
-from yadtq.client import Client
+from yadtq.client import Client, TaskHandle
 from yadtq.config import Config
+from yadtq.errors import ServiceUnavailable
 from yadtq.pool import Pool
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,6 +125,19 @@ def record_figures(name: str, values: dict[str, object]) -> None:
     data = json.loads(FIGURES.read_text()) if FIGURES.exists() else {}
     data[name] = {**values, "at": time.strftime("%Y-%m-%d %H:%M:%S")}
     FIGURES.write_text(json.dumps(data, indent=2))
+
+
+def submit_until_accepted(client: Client, timeout: float) -> TaskHandle:
+    """Submit ``add(1, 2)``, waiting for Kafka's acknowledgement, and try again while a service that
+    was just restarted still refuses it; fails after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return client.submit_with("add", [1, 2], wait=True)
+        except ServiceUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
 
 
 def live_workers(client: Client, n: int) -> Callable[[], bool]:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.conftest import ROOT, live_workers
+from tests.conftest import ROOT, live_workers, submit_until_accepted
 from yadtq import Client, ServiceUnavailable, services
 from yadtq.audit import Audit, audit
 from yadtq.config import Config
@@ -135,7 +135,7 @@ def restart_mid_run(service: str, owned: Config, client: Client, pool: Pool, wai
     assert report.clean, report.problems
     assert report.succeeded == 300
     assert sorted(pool.alive()) == sorted(pool.processes), "a worker died during the restart"
-    assert client.submit("add", 1, 2).result(timeout=60) == 3, "workers stopped consuming after the restart"
+    assert submit_until_accepted(client, 60).result(timeout=60) == 3, "workers stopped consuming"
 
 
 @pytest.mark.parametrize("service", ["redis", "kafka"])

@@ -26,7 +26,7 @@ import pytest
 import redis
 from kafka import KafkaConsumer, TopicPartition
 
-from tests.conftest import live_workers, record_figures
+from tests.conftest import live_workers, record_figures, submit_until_accepted
 from tests.ops_fixture import executions_key
 from yadtq import Client, ServiceUnavailable, services
 from yadtq.audit import Audit, audit, execution_counts
@@ -103,7 +103,7 @@ def test_tasks_survive_a_sigkill_of_a_service_mid_run(
         # A crash of a service kills no worker, so no task needs a second execution.
         assert (report.executions, report.duplicated) == (300, 0), report.problems
         assert sorted(pool.alive()) == sorted(pool.processes), "a worker died during the crash"
-        assert client.submit("add", 1, 2).result(timeout=60) == 3, "workers stopped consuming after the crash"
+        assert submit_until_accepted(client, 60).result(timeout=60) == 3, "workers stopped consuming"
 
 
 # --- what appendfsync loses ---------------------------------------------------------------------
