@@ -8,6 +8,7 @@ namespace, so its topics, consumer group and keys are its own, and deletes them 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -21,8 +22,9 @@ import pytest
 from yadtq import services
 from yadtq.backend import Backend
 from yadtq.broker import Broker
-from yadtq.client import Client
+from yadtq.client import Client, TaskHandle
 from yadtq.config import Config
+from yadtq.errors import ServiceUnavailable
 from yadtq.pool import Pool
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -113,6 +115,31 @@ def cli(config: Config, *args: str, timeout: float = 60) -> subprocess.Completed
     )
 
 
+#: Figures of the fault tests' last run, quoted by docs/reliability.md.
+FIGURES = ROOT / "build" / "fault-suite.json"
+
+
+def record_figures(name: str, values: dict[str, object]) -> None:
+    """Add one scenario's figures to build/fault-suite.json."""
+    FIGURES.parent.mkdir(exist_ok=True)
+    data = json.loads(FIGURES.read_text()) if FIGURES.exists() else {}
+    data[name] = {**values, "at": time.strftime("%Y-%m-%d %H:%M:%S")}
+    FIGURES.write_text(json.dumps(data, indent=2))
+
+
+def submit_until_accepted(client: Client, timeout: float) -> TaskHandle:
+    """Submit ``add(1, 2)``, waiting for Kafka's acknowledgement, and try again while a service that
+    was just restarted still refuses it; fails after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return client.submit_with("add", [1, 2], wait=True)
+        except ServiceUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
 def live_workers(client: Client, n: int) -> Callable[[], bool]:
     """A condition: ``n`` workers are heartbeating and Kafka gave each some partitions."""
 
@@ -121,3 +148,64 @@ def live_workers(client: Client, n: int) -> Callable[[], bool]:
         return bool(len(frame[frame["state"].isin(["idle", "busy"])]) >= n)
 
     return check
+
+
+# --- private services, for tests that crash, freeze or restart them ---------------------------------
+#: Set to a directory to keep one private Kafka + Redis between test sessions (handy while iterating
+#: on the fault tests); by default each session starts its own under a temporary directory.
+PRIVATE_HOME_ENV = "YADTQ_TEST_PRIVATE_HOME"
+
+
+@pytest.fixture(scope="session")
+def private_services(base_config: Config, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Config]:
+    """A Kafka and a Redis of this test session alone, on ports of their own.
+
+    Fault tests SIGKILL, SIGSTOP and restart services: doing that to the shared ones would break
+    every other user of the machine (and every other test running beside them), so they get theirs.
+    The broker's jars are linked from the shared home, so no second Maven download is needed.
+    """
+    home = Path(os.environ.get(PRIVATE_HOME_ENV) or tmp_path_factory.mktemp("private-services"))
+    config = base_config.replace(home=home, kafka_port=19092, kafka_controller_port=19093, redis_port=16379)
+    jars = Path(base_config.home) / f"kafka-{config.kafka_version}"
+    mine = home / jars.name
+    if jars.is_dir() and not mine.exists():
+        home.mkdir(parents=True, exist_ok=True)
+        mine.symlink_to(jars.absolute(), target_is_directory=True)
+    already = services.status(config)
+    reused = already["kafka"]["running"] and already["redis"]["running"]
+    state = services.up(config, say=lambda _line: None)
+    config = config.replace(kafka_bootstrap=state["kafka_bootstrap"], redis_url=state["redis_url"])
+    yield config
+    if not reused:
+        services.down(config, say=lambda _line: None)
+
+
+@pytest.fixture
+def make_private(private_services: Config) -> Iterator[Callable[..., Config]]:
+    """Like ``make_config``, on the private services; keys and topics go afterwards."""
+    # An earlier test that failed half-way may have left a service stopped: bring it back first.
+    services.up(private_services, say=lambda _line: None)
+    made: list[Config] = []
+
+    def make(**overrides: object) -> Config:
+        cfg = private_services.replace(namespace=f"p{uuid.uuid4().hex[:10]}", **{**FAST, **overrides})
+        made.append(cfg)
+        return cfg
+
+    yield make
+    for cfg in made:
+        _clean_up(cfg)
+
+
+def _clean_up(cfg: Config) -> None:
+    """Delete a namespace's keys and topics; a service just restarted may need a few seconds."""
+    deadline = time.monotonic() + 60
+    for step in (lambda: Backend(cfg).purge(), lambda: Broker(cfg).delete_topics()):
+        while True:
+            try:
+                step()
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)

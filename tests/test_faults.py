@@ -1,5 +1,8 @@
 """The fault suite: workers SIGKILLed mid-run, Redis and Kafka restarted mid-run, services down.
 
+Tests that stop a service do it to this session's private Kafka and Redis (the ``private_services``
+fixture), never to the shared ones other programs on the machine are using.
+
 Each run is audited from what Redis recorded (:mod:`yadtq.audit`): every task must end ``success``
 with the right result, none may be finished twice. The figures of the last run are written to
 ``build/fault-suite.json`` (docs/reliability.md quotes them).
@@ -13,7 +16,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.conftest import ROOT, live_workers
+from tests.conftest import ROOT, live_workers, submit_until_accepted
 from yadtq import Client, ServiceUnavailable, services
 from yadtq.audit import Audit, audit
 from yadtq.config import Config
@@ -21,15 +24,6 @@ from yadtq.pool import Pool
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 FIGURES = ROOT / "build" / "fault-suite.json"
-
-
-@pytest.fixture(scope="module")
-def owned(base_config: Config) -> Config:
-    """The services must be ours (started by `yadtq up` or this session) to be restarted."""
-    state = services.status(base_config)
-    if not (state["kafka"]["running"] and state["redis"]["running"]):
-        pytest.skip("Kafka and Redis were not started by yadtq here, so they cannot be restarted")
-    return base_config
 
 
 @pytest.fixture
@@ -107,8 +101,15 @@ def test_1000_tasks_survive_three_sigkills_of_busy_workers(client: Client, pool:
 
 @pytest.mark.parametrize("service", ["redis", "kafka"])
 def test_tasks_survive_a_service_restart_mid_run(
-    service: str, owned: Config, client: Client, pool: Pool, wait_for, figures
+    service: str, private_services: Config, make_private: Callable[..., Config], tmp_path, wait_for, figures
 ) -> None:
+    config = make_private()
+    with Client(config) as client, Pool(config, log_dir=tmp_path) as pool:
+        restart_mid_run(service, private_services, client, pool, wait_for, figures)
+
+
+def restart_mid_run(service: str, owned: Config, client: Client, pool: Pool, wait_for, figures) -> None:
+    """SIGTERM one service 300 tasks into a run, bring it back 3 s later, and audit the run."""
     pool.start(3)
     wait_for(live_workers(client, 3), timeout=60, what="3 workers")
     expected = submit_squares(client, 300, 0.05)  # about 5 s of work for 3 workers
@@ -134,21 +135,22 @@ def test_tasks_survive_a_service_restart_mid_run(
     assert report.clean, report.problems
     assert report.succeeded == 300
     assert sorted(pool.alive()) == sorted(pool.processes), "a worker died during the restart"
-    assert client.submit("add", 1, 2).result(timeout=60) == 3, "workers stopped consuming after the restart"
+    assert submit_until_accepted(client, 60).result(timeout=60) == 3, "workers stopped consuming"
 
 
 @pytest.mark.parametrize("service", ["redis", "kafka"])
 def test_submit_while_a_service_is_down_fails_fast_and_leaves_nothing(
-    service: str, owned: Config, make_config: Callable[..., Config]
+    service: str, private_services: Config, make_private: Callable[..., Config]
 ) -> None:
-    config = make_config(submit_timeout=4.0)
+    owned = private_services
+    config = make_private(submit_timeout=4.0)
     with Client(config) as client:
         client.broker.ensure_topics()
         services.stop(owned, service)
         try:
             started = time.monotonic()
             with pytest.raises(ServiceUnavailable, match="Kafka" if service == "kafka" else "Redis"):
-                client.submit("add", 1, 2)
+                client.submit_with("add", [1, 2], wait=True)  # the fast path reports it in flush()
             elapsed = time.monotonic() - started
         finally:
             services.start(owned, service)

@@ -92,6 +92,20 @@ class Config:
     #: rebalance), and asks for partitions again once a slot is free; 0 turns this off.
     shed_after: float = 2.0
 
+    # --- reliability and security settings (docs/reliability.md) -----------------------------
+    #: Whether live workers run the reaper (the ``REAP`` script) after their heartbeats: it marks
+    #: silent workers dead and requeues their tasks, and requeues a task a live worker holds in
+    #: Redis but has stopped listing in its heartbeats. Off, Kafka's redelivery after the session
+    #: timeout is the only recovery path; the tests turn it off to prove that path alone.
+    reaper: bool = True
+    #: ``yadtq up`` starts Kafka with a SASL_PLAINTEXT listener (PLAIN, one user: the
+    #: ``kafka_sasl_*`` settings, which clients and workers also use) and Redis with the default
+    #: user off and one ACL user, ``redis_username`` with ``redis_password``.
+    secure: bool = False
+    #: The Redis ACL user of secured services; ``yadtq up`` writes it into the recorded Redis URL.
+    redis_username: str = "yadtq"
+    # --- end of the reliability and security settings ---------------------------------------
+
     #: Log level of a worker's own lines (INFO: one line per task; WARNING for benchmarks).
     log_level: str = "INFO"
     #: Log level of the kafka-python library in `yadtq` commands (DEBUG to see the group protocol).

@@ -59,16 +59,29 @@ create(ns, id, ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9])
 return 1
 """
 
+#: Seconds a withdrawn task's tombstone is kept: far longer than any message can linger in Kafka.
+WITHDRAWN_TTL = 7 * 24 * 3600
+
 #: ARGV: ns, id -> 1 if the record of a task that never left the client was removed
-UNSUBMIT = """
+#: The client calls this when Kafka did not acknowledge a message in time, and tells its caller the
+#: submit failed. A frozen broker may still append that message later (the request sat in its
+#: socket), so the id also gets a tombstone, ``NS:withdrawn:<id>``: the claim script skips a message
+#: that carries it, so a submit that raised never runs and never leaves a record, even if delivered.
+UNSUBMIT = (
+    """
 local ns, id = ARGV[1], ARGV[2]
 local tkey = ns .. ':task:' .. id
 local st = redis.call('HMGET', tkey, 'status', 'attempts')
-if st[1] ~= 'queued' or tonumber(st[2]) ~= 0 then return 0 end
+if st[1] and (st[1] ~= 'queued' or tonumber(st[2]) ~= 0) then return 0 end
+redis.call('SET', ns .. ':withdrawn:' .. id, '1', 'EX', """
+    + str(WITHDRAWN_TTL)
+    + """)
+if not st[1] then return 0 end
 redis.call('DEL', tkey, tkey .. ':history')
 redis.call('ZREM', ns .. ':tasks', id)
 return 1
 """
+)
 
 #: ARGV: ns, id, worker, now, heartbeat_timeout, op, args, kwargs, submitted_at, message, max_retries, mode
 #: -> {'claimed', attempt} | {'done', status} | {'busy', owner} | {'gave_up', attempts}
@@ -81,6 +94,8 @@ local tkey = ns .. ':task:' .. id
 local st = redis.call('HMGET', tkey, 'status', 'worker', 'attempts', 'max_retries')
 local status, owner, attempts, max_retries = st[1], st[2], tonumber(st[3] or '0'), tonumber(st[4] or ARGV[11])
 if not status then
+  -- withdrawn: its submit raised, so it must never run (see UNSUBMIT)
+  if redis.call('EXISTS', ns .. ':withdrawn:' .. id) == 1 then return {'done', 'withdrawn'} end
   -- a message from a producer that never wrote the record (any Kafka client may submit)
   create(ns, id, ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[4])
   status, attempts, max_retries = 'queued', 0, tonumber(ARGV[11])
@@ -209,7 +224,23 @@ return previous or ''
 """
 
 #: ARGV: ns, now, heartbeat_timeout, default_max_retries, ttl
-#: -> list of messages to publish again (tasks whose worker stopped heartbeating)
+#: -> list of messages to publish again. Two kinds of ``processing`` task are taken back:
+#:
+#: 1. its holder stopped heartbeating (crashed, paused, cut off) for longer than the timeout;
+#: 2. its holder is alive, but none of its heartbeats has listed the task (``current_task``) for
+#:    longer than the timeout. That is a task the holder no longer runs and will never finish: its
+#:    outcome was lost (Redis crashed after the offset was committed but before its write of the
+#:    outcome reached the append-only file), so Kafka will not redeliver it either, and without this
+#:    it would stay ``processing`` forever. A heartbeat that merely missed a claim (written just
+#:    before it) lists the task at the next beat, one interval later, which clears the mark; only a
+#:    task unlisted through a whole timeout of beats is taken back. The mark (``NS:unlisted``,
+#:    id -> "since|owner|attempt") names the claim it was made for, so a later claim of the same
+#:    task by anyone starts afresh, and marks of tasks no longer running are swept on each pass.
+#:
+#: All of it runs in this one script, atomically with respect to the holder's own scripts: either
+#: its FINISH came first (the task is no longer ``processing`` and is left alone) or the requeue
+#: did (the holder's FINISH then fails its ownership check, so the result is stored once). The worst
+#: case of a wrong guess is a second execution with one result kept, never a lost task.
 REAP = """
 local ns, now, timeout = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local stale = redis.call('ZRANGEBYSCORE', ns .. ':workers', '-inf', now - timeout)
@@ -221,13 +252,40 @@ for _, name in ipairs(stale) do
     event(ns .. ':events', {type='worker', worker=name, state='dead', at=now})
   end
 end
+local unlisted = ns .. ':unlisted'
+local marks = {}
 local requeue = {}
 local running = redis.call('HGETALL', ns .. ':running')
 for i = 1, #running, 2 do
   local id, owner = running[i], running[i + 1]
+  local tkey = ns .. ':task:' .. id
   local beat = tonumber(redis.call('ZSCORE', ns .. ':workers', owner) or '0')
+  local why = nil
   if now - beat > timeout then
-    local tkey = ns .. ':task:' .. id
+    why = 'worker ' .. owner .. ' stopped heartbeating'
+  else
+    local listed = redis.call('HGET', ns .. ':worker:' .. owner, 'current_task') or ''
+    if not string.find(',' .. listed .. ',', ',' .. id .. ',', 1, true) then
+      local claim = owner .. '|' .. (redis.call('HGET', tkey, 'attempts') or '0')
+      local mark = redis.call('HGET', unlisted, id)
+      local since = nil
+      if mark then
+        local sep = string.find(mark, '|', 1, true)
+        if string.sub(mark, sep + 1) == claim then since = tonumber(string.sub(mark, 1, sep - 1)) end
+      end
+      if not since then
+        since = now
+        redis.call('HSET', unlisted, id, string.format('%.6f', now) .. '|' .. claim)  -- tostring keeps 14 digits
+      end
+      marks[id] = true
+      if now - since > timeout then
+        why = 'worker ' .. owner .. ' is alive but has not listed it in its heartbeats for ' ..
+          string.format('%.1f', now - since) .. ' s'
+        marks[id] = nil
+      end
+    end
+  end
+  if why then
     local st = redis.call('HMGET', tkey, 'status', 'worker', 'attempts', 'max_retries', 'message')
     redis.call('HDEL', ns .. ':running', id)
     if st[1] == 'processing' and st[2] == owner then
@@ -235,17 +293,20 @@ for i = 1, #running, 2 do
       redis.call('HINCRBY', ns .. ':worker:' .. owner, 'lost', 1)
       if attempts >= tonumber(st[4] or ARGV[4]) + 1 then
         redis.call('HSET', tkey, 'finished_at', now, 'reason', 'worker_lost',
-          'error', 'worker ' .. owner .. ' died during attempt ' .. attempts .. '; no retries left')
+          'error', 'worker ' .. owner .. ' lost attempt ' .. attempts .. ' (' .. why .. '); no retries left')
         transition(ns, id, 'failed', now, nil, attempts, 'no retries left')
         wake(ns, id)
         keep(ns, id, ARGV[5])
       else
         redis.call('HSET', tkey, 'worker', '')
-        transition(ns, id, 'queued', now, nil, attempts, 'requeued: worker ' .. owner .. ' stopped heartbeating')
+        transition(ns, id, 'queued', now, nil, attempts, 'requeued: ' .. why)
         table.insert(requeue, st[5])
       end
     end
   end
+end
+for _, id in ipairs(redis.call('HKEYS', unlisted)) do
+  if not marks[id] then redis.call('HDEL', unlisted, id) end
 end
 return requeue
 """

@@ -65,7 +65,8 @@ def _quiet(_: str) -> None:
 def up(config: Config, say: Say = print) -> dict[str, Any]:
     """Start whatever of Kafka and Redis is not already running; return what services.json records."""
     state = _read_state(config)
-    probes = {name: _probe(name, state) for name in SERVICES}
+    _check_secure(config)
+    probes = {name: _probe(name, state, config) for name in SERVICES}
     for name in SERVICES:
         if probes[name] == "running":
             say(f"{LABELS[name]} already running at {state[ADDRESS_KEYS[name]]} (pid {state[name + '_pid']})")
@@ -132,7 +133,7 @@ def start(config: Config, name: str, *, say: Say = _quiet) -> dict[str, Any]:
     state = _read_state(config)
     if not state.get(ADDRESS_KEYS[name]):
         raise ServiceError(f"no {LABELS[name]} recorded in {config.services_file}; run `yadtq up` first")
-    probe = _probe(name, state)
+    probe = _probe(name, state, config)
     if probe == "running":
         return state
     tools = _require_tools(config, [name])
@@ -165,14 +166,20 @@ def status(config: Config) -> dict[str, dict[str, Any]]:
     return out
 
 
-def redis_ready(url: str, timeout: float) -> bool:
+def redis_ready(url: str, timeout: float, password: str | None = None) -> bool:
     """True once Redis answers PING (a Redis still loading its AOF does not count)."""
-    return _retry(lambda t: _redis_attempt(url, t), timeout)
+    return _retry(lambda t: _redis_attempt(url, t, password), timeout)
 
 
-def kafka_ready(bootstrap: str, timeout: float) -> bool:
-    """True once a message produced to ``_yadtq_health`` is consumed back: the broker really works."""
-    return _retry(lambda t: _kafka_attempt(bootstrap, t), timeout)
+def kafka_ready(bootstrap: str, timeout: float, options: dict[str, Any] | None = None) -> bool:
+    """True once a message produced to ``_yadtq_health`` is consumed back: the broker really works.
+    ``options`` are kafka-python security settings (``Config.kafka_options``) for a secured broker."""
+    return _retry(lambda t: _kafka_attempt(bootstrap, t, options), timeout)
+
+
+def security_options(config: Config) -> dict[str, Any]:
+    """The kafka-python settings of ``config`` other than the address: SASL, TLS."""
+    return {k: v for k, v in config.kafka_options().items() if k != "bootstrap_servers"}
 
 
 # --- readiness ----------------------------------------------------------------------------------
@@ -185,13 +192,15 @@ def _retry(attempt: Callable[[float], bool], timeout: float) -> bool:
     return False
 
 
-def _redis_attempt(url: str, timeout: float) -> bool:
+def _redis_attempt(url: str, timeout: float, password: str | None = None) -> bool:
     import redis
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
     wait = max(0.05, min(timeout, 2.0))  # and no retries of its own, so the caller's timeout holds
-    client = redis.Redis.from_url(url, socket_timeout=wait, socket_connect_timeout=wait, retry=Retry(NoBackoff(), 0))
+    client = redis.Redis.from_url(
+        url, password=password or None, socket_timeout=wait, socket_connect_timeout=wait, retry=Retry(NoBackoff(), 0)
+    )
     try:
         return bool(client.ping())
     except (redis.RedisError, OSError):
@@ -200,8 +209,9 @@ def _redis_attempt(url: str, timeout: float) -> bool:
         client.close()
 
 
-def _kafka_attempt(bootstrap: str, timeout: float) -> bool:
+def _kafka_attempt(bootstrap: str, timeout: float, options: dict[str, Any] | None = None) -> bool:
     """One bounded produce + consume round trip; any failure just means "not ready yet"."""
+    opts = dict(options or {})
     deadline = time.monotonic() + timeout
     servers = [s.strip() for s in bootstrap.split(",") if s.strip()]
     host, _, port = (servers or [""])[0].rpartition(":")
@@ -216,7 +226,9 @@ def _kafka_attempt(bootstrap: str, timeout: float) -> bool:
     nonce = uuid.uuid4().hex.encode()
     try:
         with ExitStack() as stack:
-            admin = KafkaAdminClient(bootstrap_servers=servers, bootstrap_timeout_ms=ms(), request_timeout_ms=ms())
+            admin = KafkaAdminClient(
+                bootstrap_servers=servers, bootstrap_timeout_ms=ms(), request_timeout_ms=ms(), **opts
+            )
             stack.callback(_close_quietly, admin)
             if HEALTH_TOPIC not in admin.list_topics():
                 with suppress(TopicAlreadyExistsError):
@@ -225,7 +237,7 @@ def _kafka_attempt(bootstrap: str, timeout: float) -> bool:
                         timeout_ms=ms(),
                         wait_for_metadata=True,
                     )
-            producer = KafkaProducer(bootstrap_servers=servers, bootstrap_timeout_ms=ms(), max_block_ms=ms())
+            producer = KafkaProducer(bootstrap_servers=servers, bootstrap_timeout_ms=ms(), max_block_ms=ms(), **opts)
             stack.callback(_close_quietly, producer, timeout=1)
             sent = producer.send(HEALTH_TOPIC, value=nonce, partition=0).get(timeout=ms() / 1000)
             consumer = KafkaConsumer(
@@ -235,6 +247,7 @@ def _kafka_attempt(bootstrap: str, timeout: float) -> bool:
                 bootstrap_timeout_ms=ms(),
                 request_timeout_ms=max(ms(), 1000),
                 fetch_max_wait_ms=100,
+                **opts,
             )
             stack.callback(_close_quietly, consumer)
             partition = TopicPartition(HEALTH_TOPIC, 0)
@@ -263,7 +276,8 @@ def _launch(config: Config, name: str, port: int, cport: int, tools: dict[str, s
         cmd = _kafka_command(config, port, cport, tools["java"])
         say(f"Starting Kafka {config.kafka_version} on {bootstrap} (controller port {cport}), log {log}")
         proc = _spawn(cmd, log, home)
-        _wait_ready(proc, "Kafka", lambda t: _kafka_attempt(bootstrap, min(t, 30)), KAFKA_START_TIMEOUT, log)
+        options = security_options(config)
+        _wait_ready(proc, "Kafka", lambda t: _kafka_attempt(bootstrap, min(t, 30), options), KAFKA_START_TIMEOUT, log)
         return {
             "kafka_bootstrap": bootstrap,
             "kafka_controller_port": cport,
@@ -273,6 +287,14 @@ def _launch(config: Config, name: str, port: int, cport: int, tools: dict[str, s
     data = home / "redis-data"
     data.mkdir(parents=True, exist_ok=True)
     url = f"redis://127.0.0.1:{port}/0"
+    secure: list[str] = []
+    if config.secure:
+        # An ACL file (mode 600) rather than arguments, so the password is not in `ps` output.
+        # The default user is off: a client without the name and password gets NOAUTH, nothing else.
+        acl = _private_file(home / "redis-users.acl")
+        acl.write_text(f"user default off\nuser {config.redis_username} on >{config.redis_password} ~* &* +@all\n")
+        secure = ["--aclfile", str(acl)]
+        url = f"redis://{config.redis_username}@127.0.0.1:{port}/0"  # the password stays out of services.json
     cmd = [
         tools["redis-server"],
         "--bind",
@@ -292,10 +314,12 @@ def _launch(config: Config, name: str, port: int, cport: int, tools: dict[str, s
         "no",
         "--protected-mode",
         "yes",
+        *secure,
     ]
     say(f"Starting Redis on 127.0.0.1:{port}, log {log}")
     proc = _spawn(cmd, log, home)
-    _wait_ready(proc, "Redis", lambda t: _redis_attempt(url, t), REDIS_START_TIMEOUT, log)
+    password = config.redis_password
+    _wait_ready(proc, "Redis", lambda t: _redis_attempt(url, t, password), REDIS_START_TIMEOUT, log)
     return {"redis_url": url, "redis_pid": proc.pid, "redis_log": str(log)}
 
 
@@ -309,7 +333,9 @@ def _kafka_command(config: Config, port: int, cport: int, java: str) -> list[str
     values = {"BROKER_PORT": port, "CONTROLLER_PORT": cport, "DATA_DIR": log_dir, "NODE_ID": 1}
     for key, value in values.items():
         text = text.replace("{" + key + "}", str(value))
-    props.write_text(text)
+    if config.secure:
+        text = _secure_properties(text, config, port, cport)
+    _private_file(props).write_text(text)
     log4j.write_bytes(_resource("log4j2.properties"))
     libs = _kafka_dir(config).absolute() / "libs"
     classpath = [f"-Dlog4j2.configurationFile={log4j}", "-cp", str(libs / "*")]
@@ -435,13 +461,76 @@ def _wait_ready(
     raise ServiceError(f"{label} did not answer within {timeout:.0f} s and was stopped; see {log}:\n" + _tail(log))
 
 
+# --- security (YADTQ_SECURE) ---------------------------------------------------------------------
+#: Characters a credential may not contain: they would break the JAAS line or the ACL file.
+_BAD_CREDENTIAL = set('"\\; \t\r\n')
+
+
+def _check_secure(config: Config) -> None:
+    """With ``secure``, the credentials must be given (no default password) and be plain tokens."""
+    if not config.secure:
+        return
+    if config.kafka_security_protocol != "SASL_PLAINTEXT" or config.kafka_sasl_mechanism != "PLAIN":
+        raise ServiceError(
+            "secure services take SASL PLAIN: set YADTQ_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT and "
+            "YADTQ_KAFKA_SASL_MECHANISM=PLAIN (clients and workers need the same settings)"
+        )
+    creds = {
+        "YADTQ_KAFKA_SASL_USERNAME": config.kafka_sasl_username,
+        "YADTQ_KAFKA_SASL_PASSWORD": config.kafka_sasl_password,
+        "YADTQ_REDIS_USERNAME": config.redis_username,
+        "YADTQ_REDIS_PASSWORD": config.redis_password,
+    }
+    for name, value in creds.items():
+        if not value or _BAD_CREDENTIAL & set(value):
+            raise ServiceError(f"secure services need {name}, without spaces, quotes, backslashes or ';'")
+
+
+def _secure_properties(text: str, config: Config, port: int, cport: int) -> str:
+    """Turn the broker's client listener into SASL_PLAINTEXT with PLAIN and one user (the
+    controller listener stays on loopback, unauthenticated, as only the broker itself uses it)."""
+    user, password = config.kafka_sasl_username, config.kafka_sasl_password
+    jaas = (
+        "org.apache.kafka.common.security.plain.PlainLoginModule required "
+        f'username="{user}" password="{password}" user_{user}="{password}";'
+    )
+    updates = {
+        "listeners": f"SASL_PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
+        "advertised.listeners": f"SASL_PLAINTEXT://127.0.0.1:{port}",
+        "inter.broker.listener.name": "SASL_PLAINTEXT",
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+        "sasl.enabled.mechanisms": "PLAIN",
+        "sasl.mechanism.inter.broker.protocol": "PLAIN",
+        "listener.name.sasl_plaintext.plain.sasl.jaas.config": jaas,
+    }
+    lines = text.splitlines()
+    for key, value in updates.items():
+        found = [i for i, line in enumerate(lines) if line.startswith(key + "=")]
+        if found:
+            lines[found[0]] = f"{key}={value}"
+        else:
+            lines.append(f"{key}={value}")
+    return "\n".join(lines) + "\n"
+
+
+def _private_file(path: Path) -> Path:
+    """Create ``path`` readable by its owner only (it may hold a password)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    return path
+
+
 # --- processes ----------------------------------------------------------------------------------
-def _probe(name: str, state: dict[str, Any]) -> str:
+def _probe(name: str, state: dict[str, Any], config: Config) -> str:
     """'running' (ours and answering), 'stale' (ours but silent) or 'absent'."""
     if not _ours(name, state.get(f"{name}_pid")):
         return "absent"
     address = state.get(ADDRESS_KEYS[name], "")
-    answers = kafka_ready(address, 15.0) if name == "kafka" else redis_ready(address, 3.0)
+    if name == "kafka":
+        answers = kafka_ready(address, 15.0, security_options(config))
+    else:
+        answers = redis_ready(address, 3.0, config.redis_password)
     return "running" if answers else "stale"
 
 

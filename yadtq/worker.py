@@ -328,7 +328,7 @@ class Worker:
                     log.warning("%s: was declared dead (paused or cut off); its task may run elsewhere", self.name)
                 # Only judge others after beating for a whole timeout ourselves: right after a
                 # Redis outage every worker looks silent, and none of them is dead.
-                if time.monotonic() - beating_since > self.config.heartbeat_timeout:
+                if self.config.reaper and time.monotonic() - beating_since > self.config.heartbeat_timeout:
                     self._requeue(self.backend.reap(), "requeued from a dead worker", "Kafka redelivers it")
                 self._requeue(self.backend.due_retries(), "retry", "its lease hands it out again")
                 self.backend.prune_index()

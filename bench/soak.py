@@ -1,0 +1,192 @@
+"""Soak: a long run under repeated faults, audited with an execution count kept outside the queue.
+
+    python bench/soak.py                          # 100,000 tasks over about 10 minutes
+    python bench/soak.py --tasks 20000 --minutes 3
+
+Not a CI test: it takes minutes and loads the machine. It starts a Kafka and a Redis of its own
+(under a temporary home, on ports of their own), because it SIGKILLs them: the shared services of
+the machine are never touched. During the run:
+
+- tasks (``lab.work``, which counts each execution with an ``INCR`` outside the state machine) are
+  submitted at an even rate, through the fast path (batched; a refusal shows at the end);
+- every ``--kill-every`` seconds a busy worker is SIGKILLed and a replacement started at once;
+- at a third of the run Redis is SIGKILLed (restarted 2 s later), at two thirds Kafka is.
+
+At the end every accepted task must be final; the audit (tasks, attempts, executions, results,
+lost, duplicated) is printed and written to ``bench/results/soak.json``. Tasks that Kafka refused
+(their submit failed during the outage) are left out of the audit, but must have run zero times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from yadtq import Client, Config, Pool, ServiceUnavailable, services  # noqa: E402
+from yadtq.audit import audit, execution_counts  # noqa: E402
+from yadtq.client import TaskHandle  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+#: Ports of the soak's own services, away from the defaults and from the tests' private ones.
+PORTS = {"kafka_port": 29092, "kafka_controller_port": 29093, "redis_port": 26379}
+
+
+def private_services(home: Path) -> Config:
+    """Start a Kafka and a Redis of the soak's own; the broker's jars are linked from the default home."""
+    base = Config.from_env()
+    config = base.replace(home=home, **PORTS)
+    jars = Path(base.home) / f"kafka-{config.kafka_version}"
+    if jars.is_dir():
+        (home / jars.name).symlink_to(jars.absolute(), target_is_directory=True)
+    state = services.up(config, say=lambda line: print(f"  {line}"))
+    return config.replace(kafka_bootstrap=state["kafka_bootstrap"], redis_url=state["redis_url"])
+
+
+def busy_victim(client: Client, pool: Pool) -> str | None:
+    frame = client.workers()
+    busy = frame[(frame["state"] == "busy") & frame["name"].isin(pool.alive())]
+    return str(random.choice(list(busy["name"]))) if len(busy) else None
+
+
+def crash(services_config: Config, name: str, down_for: float = 2.0) -> float:
+    """SIGKILL one service, start it again on the same port and data; returns how long it took."""
+    began = time.monotonic()
+    services.stop(services_config, name, signal=signal.SIGKILL)
+    time.sleep(down_for)
+    services.start(services_config, name)
+    return time.monotonic() - began
+
+
+def run(args: argparse.Namespace, services_config: Config) -> dict[str, Any]:
+    config = services_config.replace(
+        namespace=f"soak{uuid.uuid4().hex[:8]}",
+        imports=("yadtq.lab.probe",),
+        concurrency=args.concurrency,
+        log_level="WARNING",
+    )
+    duration = args.minutes * 60
+    rate = args.tasks / duration
+    events: list[dict[str, Any]] = []
+    handles: dict[str, tuple[TaskHandle, str]] = {}  # task id -> (its handle, its token)
+    with Client(config) as client, Pool(config, log_dir=Path(config.home) / "logs" / "workers") as pool:
+        pool.start(args.workers)
+        deadline = time.monotonic() + 120
+        while (client.workers()["state"] == "idle").sum() < args.workers:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the workers did not start within 120 s")
+            time.sleep(0.2)
+        began = time.monotonic()
+        next_kill = began + args.kill_every
+        faults = {"redis": began + duration / 3, "kafka": began + 2 * duration / 3}
+        submitted = 0
+        refused_at_submit = 0
+        while submitted < args.tasks:
+            now = time.monotonic()
+            due = min(args.tasks, int((now - began) * rate) + 1)
+            while submitted < due:
+                token = f"s{submitted}"
+                try:
+                    handle = client.submit("lab.work", args.task_seconds, token)
+                    handles[handle.id] = (handle, token)
+                except ServiceUnavailable:
+                    refused_at_submit += 1
+                submitted += 1
+            if now >= next_kill:
+                victim = busy_victim(client, pool)
+                if victim is not None:
+                    pool.kill(victim)
+                    pool.start(1)
+                    events.append({"at": round(now - began, 1), "fault": "SIGKILL worker", "worker": victim})
+                next_kill = now + args.kill_every
+            for name, when in list(faults.items()):
+                if now >= when:
+                    del faults[name]
+                    took = crash(services_config, name)
+                    events.append(
+                        {"at": round(now - began, 1), "fault": f"SIGKILL {name}", "back_after": round(took, 1)}
+                    )
+            time.sleep(0.05)
+        submit_seconds = time.monotonic() - began
+        accepted: dict[str, str] = {}
+        refused: dict[str, str] = {}
+        for task_id, (handle, token) in handles.items():
+            try:
+                handle.accepted(timeout=config.submit_timeout + 5)
+                accepted[task_id] = token
+            except ServiceUnavailable:
+                refused[task_id] = token
+        try:
+            client.flush()
+        except ServiceUnavailable as exc:
+            print(f"  flush: {exc}")
+        settle_deadline = time.monotonic() + args.settle
+        while time.monotonic() < settle_deadline:
+            try:
+                if audit(client.backend, accepted).unfinished == 0:
+                    break
+            except ServiceUnavailable:
+                pass
+            time.sleep(2)
+        done_seconds = time.monotonic() - began
+        report = audit(client.backend, accepted, executions=execution_counts(client.backend, accepted))
+        refused_runs = sum(execution_counts(client.backend, refused).values())
+        workers = client.workers()
+        client.backend.purge()
+    return {
+        "command": " ".join(sys.argv),
+        "tasks_submitted": submitted,
+        "accepted": len(accepted),
+        "refused_by_kafka": len(refused),
+        "refused_at_submit": refused_at_submit,
+        "executions_of_refused": refused_runs,
+        "workers": args.workers,
+        "concurrency": args.concurrency,
+        "task_seconds": args.task_seconds,
+        "worker_kills": sum(1 for e in events if e["fault"] == "SIGKILL worker"),
+        "faults": events,
+        "submit_seconds": round(submit_seconds, 1),
+        "all_final_after_seconds": round(done_seconds, 1),
+        "workers_started": len(workers),
+        "audit": report.as_dict(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", type=int, default=100_000)
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--task-seconds", type=float, default=0.01)
+    parser.add_argument("--kill-every", type=float, default=10.0)
+    parser.add_argument("--settle", type=float, default=600.0, help="longest wait for the last tasks, in seconds")
+    args = parser.parse_args()
+    home = Path(tempfile.mkdtemp(prefix="yadtq-soak-"))
+    print(f"soak: {args.tasks} tasks over {args.minutes:g} min, services under {home}")
+    services_config = private_services(home)
+    try:
+        result = run(args, services_config)
+    finally:
+        services.down(services_config, say=lambda line: print(f"  {line}"))
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "soak.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    audit_ = result["audit"]
+    ok = audit_["lost"] == audit_["duplicates"] == audit_["unfinished"] == 0 and result["executions_of_refused"] == 0
+    print("soak:", "clean" if ok else "NOT CLEAN")
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
