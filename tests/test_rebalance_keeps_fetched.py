@@ -7,8 +7,8 @@ drops the fetched messages of its partitions (``Runner.drop``, ``OffsetLedger.fo
 the next owner to fetch them again from the last commit, but kafka-python 3.0 keeps a partition's
 fetch position when the same consumer gets it back (``SubscriptionState.assign_from_subscribed``
 "preserves TopicPartitionState (position, ...) for any partition present in both the prior and new
-assignments"), so nobody fetches them again. A fix belongs in the worker's rebalance listener (seek
-a partition it gets back to the lowest offset it dropped); until then this test fails, on purpose.
+assignments"), so nobody fetches them again. The worker's rebalance listener now forgets only the
+partitions that did not come back (``tests/unit/test_listener.py`` checks the rule on its own).
 """
 
 from __future__ import annotations
@@ -23,11 +23,6 @@ from yadtq.pool import Pool
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect: a rebalance that returns a partition to the same worker loses its fetched, "
-    "unstarted messages (kafka-python keeps the fetch position); the fix belongs in worker.py's listener",
-)
 def test_messages_fetched_before_a_shed_still_run(make_config, tmp_path, wait_for) -> None:
     config = make_config(imports=("tests.ops_fixture", "yadtq.lab.probe"), partitions=1, shed_after=1.0)
     with Client(config) as client, Pool(config, log_dir=tmp_path) as pool:
