@@ -137,7 +137,9 @@ def cmd_worker(config: Config, args: argparse.Namespace) -> int:
     config = config.replace(
         **{k: v for k, v in (("concurrency", args.concurrency), ("delivery", args.delivery)) if v is not None}
     )
-    worker = Worker(config, name=args.name)
+    from yadtq.observe import worker_hooks
+
+    worker = Worker(config, name=args.name, hooks=worker_hooks(config))
     worker.install_signal_handlers()
     worker.run(max_tasks=args.max_tasks)
     return 0
