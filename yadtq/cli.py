@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=3)
     p.add_argument("--tasks", type=int, default=30)
     add_lab_parser(sub)
+    add_monitor_parsers(sub)
     return parser
 
 
@@ -137,7 +138,9 @@ def cmd_worker(config: Config, args: argparse.Namespace) -> int:
     config = config.replace(
         **{k: v for k, v in (("concurrency", args.concurrency), ("delivery", args.delivery)) if v is not None}
     )
-    worker = Worker(config, name=args.name)
+    from yadtq.observe import worker_hooks
+
+    worker = Worker(config, name=args.name, hooks=worker_hooks(config))
     worker.install_signal_handlers()
     worker.run(max_tasks=args.max_tasks)
     return 0
@@ -299,6 +302,104 @@ def cmd_lab(config: Config, args: argparse.Namespace) -> int:
 
 
 # --- end of lab ------------------------------------------------------------------------------------
+
+
+# --- monitoring: watch, dashboard, report, monitor, logs ------------------------------------------
+def add_monitor_parsers(sub: Any) -> None:
+    p = sub.add_parser("watch", help="a live terminal view of counters, workers and the newest tasks")
+    p.add_argument("--once", action="store_true", help="print one view and exit")
+    p.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
+    p.add_argument("--interval", type=float, default=1.0, help="fewest seconds between redraws (default 1)")
+    p = sub.add_parser("dashboard", help="serve the live dashboard with Voila on 127.0.0.1 and print its URL")
+    p.add_argument("--port", type=int, help="port (default: a free one)")
+    p.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
+    p = sub.add_parser("report", help="one self-contained HTML report with plots")
+    p.add_argument("--since", help="only tasks submitted since: Unix time, ISO time, or an age like 30m, 2h, 1d")
+    p.add_argument("-o", "--output", default="report.html", help="the HTML file to write (default report.html)")
+    p = sub.add_parser("monitor", help="expose Prometheus metrics on 127.0.0.1")
+    p.add_argument("--metrics-port", type=int, required=True, help="the port of /metrics")
+    p.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
+    p = sub.add_parser("logs", help="a task's log lines from every worker and attempt")
+    p.add_argument("task_id", help="the task id, or a unique prefix of it")
+
+
+def cmd_watch(config: Config, args: argparse.Namespace) -> int:
+    from yadtq.watch import watch
+
+    if args.interval <= 0 or (args.duration is not None and args.duration <= 0):
+        raise ConfigError("--interval and --duration must be positive")
+    watch(config, once=args.once, duration=args.duration, interval=args.interval)
+    return 0
+
+
+def cmd_dashboard(config: Config, args: argparse.Namespace) -> int:
+    from yadtq.standalone import serve
+
+    serve(config, port=args.port, duration=args.duration)
+    return 0
+
+
+def cmd_report(config: Config, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from yadtq.client import Client
+    from yadtq.report import write
+
+    since = parse_since(args.since) if args.since else None
+    path = Path(args.output)
+    if not path.parent.is_dir():
+        raise ConfigError(f"cannot write {path}: the directory {path.parent} does not exist")
+    with Client(config) as client:
+        write(client, path, since)
+    print(path)
+    return 0
+
+
+def cmd_monitor(config: Config, args: argparse.Namespace) -> int:
+    from yadtq.client import Client
+    from yadtq.metrics import serve
+
+    if not 0 < args.metrics_port < 65536:
+        raise ConfigError(f"--metrics-port {args.metrics_port} is not a port (1-65535)")
+    with Client(config) as client:
+        try:
+            serve(client, args.metrics_port, args.duration)
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on 127.0.0.1:{args.metrics_port}: {exc.strerror}") from None
+    return 0
+
+
+def cmd_logs(config: Config, args: argparse.Namespace) -> int:
+    from yadtq.client import Client
+
+    with Client(config) as client:
+        task_id = client.resolve(args.task_id)
+        lines = client.logs(task_id)
+        for line in lines:
+            at = datetime.fromtimestamp(line["at"], _LOCAL).strftime("%H:%M:%S.%f")[:-3]
+            print(f"{at} {line['worker']:<12} {line['level']:<7} {line['message']}")
+        if not lines:
+            print(f"(no log lines for {task_id}: not started yet, or kept none)", file=sys.stderr)
+    return 0
+
+
+def parse_since(text: str) -> float:
+    """``--since`` as Unix time: a number, an ISO time (local if it has no zone), or an age (30m, 2h, 1d)."""
+    import time
+
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
+            return time.time() - float(text[:-1]) * units[text[-1]]
+        if text.replace(".", "", 1).isdigit():
+            return float(text)
+        when = datetime.fromisoformat(text)
+        return (when if when.tzinfo else when.replace(tzinfo=_LOCAL)).timestamp()
+    except ValueError:
+        raise ConfigError(f"--since {text!r}: give Unix time, an ISO time or an age like 30m") from None
+
+
+# --- end of monitoring -----------------------------------------------------------------------------
 
 
 COMMANDS = {name.removeprefix("cmd_"): fn for name, fn in globals().items() if name.startswith("cmd_")}

@@ -32,6 +32,8 @@ from yadtq.task import TaskMessage, TaskStatus, json_safe
 if TYPE_CHECKING:
     import pandas as pd
 
+    from yadtq.history import Replay
+
 TASK_COLUMNS = [
     "id",
     "op",
@@ -348,6 +350,19 @@ class Client:
             ["at", "reason", "task_id", "worker", "partition", "offset", "preview"],
             ("at",),
         )
+
+    # --- monitoring: history from Kafka and per-task logs (yadtq/history.py, yadtq/logs.py) ------
+    def replay(self, since: float | None = None, timeout: float = 30.0) -> Replay:
+        """Task and worker timelines rebuilt from the Kafka event log alone (survives a Redis loss)."""
+        from yadtq.history import replay
+
+        return replay(self.config, since=since, timeout=timeout)
+
+    def logs(self, task_id: str) -> list[dict[str, Any]]:
+        """The task's log lines from every worker and attempt, oldest first."""
+        from yadtq.logs import task_logs
+
+        return task_logs(self.config, task_id)
 
     def close(self) -> None:
         self.outbox.close()

@@ -123,6 +123,18 @@ class Config:
     #: How long a finished task's record is kept in Redis (seconds); 0 keeps it forever.
     result_ttl: int = 7 * 24 * 3600
 
+    # --- monitoring: live dashboard, event history, task logs ---------------------------------
+    #: Fewest seconds between two redraws of the live dashboard (events only mark it stale).
+    dashboard_interval: float = 1.0
+    #: Workers publish lifecycle events to the Kafka topic ``NS.events`` too, so the history of
+    #: tasks and workers survives a restart of everything, Redis included (``client.replay()``).
+    event_log: bool = True
+    #: Log lines kept per task across workers and retries (``yadtq logs TASK_ID``); 0 keeps none.
+    task_log_lines: int = 200
+    #: A worker's log lines as ``text`` or ``json`` (one JSON object per line, for log shippers).
+    log_format: str = "text"
+    # --- end of monitoring ---------------------------------------------------------------------
+
     # --- local services (``yadtq up``) ------------------------------------------------------
     home: Path = field(default_factory=_default_home)
     kafka_version: str = "4.3.1"
@@ -205,6 +217,7 @@ class Config:
             raise ConfigError(f"delivery {self.delivery!r} must be one of {', '.join(DELIVERY_MODES)}")
         if self.shed_after < 0:
             raise ConfigError("shed_after cannot be negative (0 turns it off)")
+        _validate_monitoring(self)
         for name in ("log_level", "kafka_log_level"):
             if getattr(self, name).upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
                 raise ConfigError(f"{name} {getattr(self, name)!r} is not a logging level")
@@ -232,6 +245,16 @@ class Config:
         if self.kafka_ssl_cafile:
             opts["ssl_cafile"] = self.kafka_ssl_cafile
         return opts
+
+
+def _validate_monitoring(config: Config) -> None:
+    """The monitoring settings (kept beside their block rather than inside ``validate``)."""
+    if config.dashboard_interval <= 0:
+        raise ConfigError("dashboard_interval must be positive")
+    if config.task_log_lines < 0:
+        raise ConfigError("task_log_lines cannot be negative (0 keeps none)")
+    if config.log_format not in ("text", "json"):
+        raise ConfigError(f"log_format {config.log_format!r} must be text or json")
 
 
 def _parse(name: str, type_: Any, raw: str) -> Any:

@@ -16,10 +16,22 @@ from __future__ import annotations
 
 import json
 import re
+import signal
+import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from yadtq.errors import YadtqError
+from yadtq.monitor import (
+    STATUSES,
+    busy_spans,
+    counters,
+    failures,
+    filter_tasks,
+    partitions,
+    throughput,
+    worker_marks,
+)
 from yadtq.ops import registry
 
 if TYPE_CHECKING:
@@ -28,6 +40,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
     from yadtq.client import Client, TaskHandle
+    from yadtq.live import Listener
     from yadtq.pool import Pool
 
 #: Columns of the task and worker tables worth a glance; the full frames are on the client.
@@ -44,6 +57,20 @@ STATE_STYLE = {
 OTHER_STYLE = ("tab:blue", "o", 45)  # starting, or a state added later
 #: More workers than this from one click is almost surely a typo (and each one is a process).
 MAX_START = 16
+#: Tasks the counters and the table read per redraw (newest first), and rows the table shows.
+TABLE_TASKS = 500
+SHOWN_TASKS = 50
+#: Seconds of history the live plots show.
+TIMELINE_SECONDS = 120
+#: Seconds between two reads of the partition table (three Kafka requests, each with a deadline).
+PARTITIONS_EVERY = 2.0
+#: The per-worker controls: the faults a demonstration needs.
+WORKER_ACTIONS = {
+    "stop": "SIGTERM: finish or hand back the task, then leave",
+    "kill": "SIGKILL: die at once; others requeue its task",
+    "pause": "SIGSTOP: freeze (no heartbeats) until resumed",
+    "resume": "SIGCONT: carry on after a pause",
+}
 #: What every button says once the dashboard is closed.
 CLOSED = "this dashboard is closed (its namespace was cleaned up); make a new client and dashboard to go on"
 
@@ -127,15 +154,25 @@ def heartbeat_timeline(client: Client, ax: Axes | None = None) -> Axes:
 
 # --- the widget ----------------------------------------------------------------------------------
 class Dashboard:
-    """The widgets, as attributes so tests (and curious students) can click and read them."""
+    """The widgets, as attributes so tests (and curious students) can click and read them.
 
-    def __init__(self, client: Client, pool: Pool) -> None:
+    It follows the queue live: a :class:`~yadtq.live.Listener` on the events channel redraws it at
+    most every ``dashboard_interval`` seconds (``live=False`` leaves only the Refresh button)."""
+
+    def __init__(self, client: Client, pool: Pool, live: bool = True) -> None:
+        import threading
+
         import ipywidgets as w
 
         self.client, self.pool = client, pool
         self.count = w.IntText(value=3, description="Workers:", layout=w.Layout(width="160px"))
         self.start_button = w.Button(description="Start Workers", icon="play", button_style="success")
         self.stop_button = w.Button(description="Stop a worker", icon="stop", tooltip="stops the newest live worker")
+        self.worker_pick = w.Dropdown(options=[], description="Worker:", layout=w.Layout(width="220px"))
+        self.control_buttons = {
+            action: w.Button(description=action.capitalize(), tooltip=tip, layout=w.Layout(width="90px"))
+            for action, tip in WORKER_ACTIONS.items()
+        }
         names = [op.name for op in registry]
         self.op = w.Dropdown(options=names, value="add" if "add" in names else names[0], description="Operation:")
         self.args = w.Text(value="[2, 3]", description="Arguments:", placeholder="a JSON list, e.g. [2, 3]")
@@ -143,15 +180,32 @@ class Dashboard:
         self.submit_button = w.Button(description="Submit Task", icon="paper-plane", button_style="primary")
         self.message = w.Label(layout=w.Layout(width="100%"))
         self.refresh_button = w.Button(description="Refresh", icon="refresh")
+        self.live_label = w.Label()
+        self.counters = w.HTML()
+        self.status_filter = w.Dropdown(options=[("any", ""), *[(s, s) for s in STATUSES]], description="Status:")
+        self.op_filter = w.Dropdown(options=[("any", ""), *[(n, n) for n in names]], description="Operation:")
+        self.worker_filter = w.Dropdown(options=[("any", "")], description="Worker:")
         self.tasks_out = w.Output(layout=w.Layout(max_height="360px", overflow="auto"))
         self.workers_out = w.Output()
+        self.timeline = w.Image(format="png", layout=w.Layout(max_width="100%"))
+        self.throughput = w.Image(format="png", layout=w.Layout(max_width="100%"))
+        self.failures_out = w.Output()
+        self.partitions_out = w.Output()
         self.last_task: TaskHandle | None = None
+        self.started: list[str] = []  # workers started by this dashboard: close() stops them
         self.closed = False
+        self.redraws = 0
+        self._draw_lock = threading.Lock()
+        self._partitions_at = 0.0
 
         self.start_button.on_click(self.start_workers)
         self.stop_button.on_click(self.stop_worker)
+        for action, button in self.control_buttons.items():
+            button.on_click(lambda _b, action=action: self.control(action))
         self.submit_button.on_click(self.submit)
         self.refresh_button.on_click(self.refresh)
+        for selector in (self.status_filter, self.op_filter, self.worker_filter):
+            selector.observe(lambda _change: self.refresh(), names="value")
         self.op.observe(lambda _change: self._show_usage(), names="value")
         self._show_usage()
 
@@ -161,12 +215,28 @@ class Dashboard:
         self.widget = w.VBox(
             [
                 section("Workers", w.HBox([self.count, self.start_button, self.stop_button])),
+                w.HBox([self.worker_pick, *self.control_buttons.values()]),
                 section("Submit Task", w.HBox([self.op, self.args, self.submit_button]), self.usage),
                 self.message,
-                section("Task Queue", self.refresh_button, self.tasks_out, self.workers_out),
+                section(
+                    "Task Queue",
+                    w.HBox([self.refresh_button, self.live_label]),
+                    self.counters,
+                    w.HBox([self.status_filter, self.op_filter, self.worker_filter]),
+                    self.tasks_out,
+                    self.workers_out,
+                ),
+                section("Timeline", self.timeline, self.throughput),
+                section("Failure history", self.failures_out),
+                section("Partitions of the task topic", self.partitions_out),
             ]
         )
+        self.listener: Listener | None = None
         self.refresh()
+        if live:
+            from yadtq.live import Listener
+
+            self.listener = Listener(client.config, self.refresh, client.config.dashboard_interval)
 
     # --- actions (button handlers; the ignored argument is the button) ----------------------------
     def start_workers(self, _button: Any = None) -> list[str]:
@@ -178,7 +248,8 @@ class Dashboard:
             self.message.value = f"start between 1 and {MAX_START} workers at a time (got {n})"
             return []
         names = [proc.name for proc in self.pool.start(n)]
-        self.message.value = f"started {', '.join(names)}; they join the group in a few seconds (press Refresh)"
+        self.started += names
+        self.message.value = f"started {', '.join(names)}; they join the group in a few seconds"
         self.refresh()
         return names
 
@@ -196,6 +267,32 @@ class Dashboard:
         self.message.value = f"stopped {name} (exit code {code})"
         self.refresh()
         return name
+
+    def control(self, action: str, name: str | None = None) -> bool:
+        """Stop (SIGTERM, graceful), kill (SIGKILL), pause (SIGSTOP) or resume (SIGCONT) one worker
+        of the pool: the faults a demonstration needs, on a worker the notebook started."""
+        if self._refuse_if_closed():
+            return False
+        name = name or self.worker_pick.value
+        proc = self.pool.processes.get(name or "")
+        if proc is None or not proc.alive:
+            self.message.value = f"{name or 'no worker'} is not a live worker started from this notebook"
+            return False
+        if action == "stop":
+            code = self.pool.stop(name)
+            self.message.value = f"stopped {name} (exit code {code})"
+        elif action == "kill":
+            self.pool.kill(name)
+            self.message.value = f"killed {name} (SIGKILL): its task is requeued once its heartbeats are missed"
+        elif action in ("pause", "resume"):
+            self.pool.signal(name, signal.SIGSTOP if action == "pause" else signal.SIGCONT)
+            note = " (SIGSTOP: it stops heartbeating)" if action == "pause" else ""
+            self.message.value = f"{action}d {name}{note}"
+        else:
+            self.message.value = f"unknown action {action!r}"
+            return False
+        self.refresh()
+        return True
 
     def submit(self, _button: Any = None) -> TaskHandle | None:
         """Submit the form's task; a refused one changes nothing and says why in the message, and
@@ -217,23 +314,105 @@ class Dashboard:
         return handle
 
     def refresh(self, _button: Any = None) -> None:
-        """Redraw both tables. Outputs are set as data, not printed inside ``with out:``, so the
-        tables show the same with or without a kernel (and tests can read them)."""
-        if self._refuse_if_closed():
+        """Redraw everything (the listener calls this too). Outputs are set as data, not printed
+        inside ``with out:``, so they show the same with or without a kernel (and tests read them)."""
+        if self.closed:
+            if _button is not None:
+                self.message.value = CLOSED
             return
-        try:
-            tasks, workers = task_view(self.client), worker_view(self.client)
-        except YadtqError as exc:
-            self.message.value = f"cannot read the queue: {exc}"
-            return
-        self.tasks_out.outputs = (_table("Tasks (newest first)", tasks),)
-        self.workers_out.outputs = (_table("Workers", workers),)
+        with self._draw_lock:
+            try:
+                self._draw()
+            except YadtqError as exc:
+                self.message.value = f"cannot read the queue: {exc}"
+
+    def _draw(self) -> None:
+        tasks = self.client.tasks(limit=TABLE_TASKS)
+        workers = self.client.workers()
+        self.counters.value = _counter_html(counters(tasks), len(tasks), TABLE_TASKS)
+        shown = filter_tasks(tasks, self.status_filter.value, self.op_filter.value, self.worker_filter.value)
+        shown = _local_seconds(shown[TASK_VIEW].head(SHOWN_TASKS), "submitted_at")
+        self.tasks_out.outputs = (_table("Tasks (newest first)", shown),)
+        self.workers_out.outputs = (_table("Workers", _local_seconds(workers[WORKER_VIEW], "last_heartbeat")),)
+        self._sync_worker_lists(workers)
+        self.timeline.value, self.throughput.value = self._plots(tasks, workers)
+        self.failures_out.outputs = (_table("Workers declared dead", failures(self.client)),)
+        if time.monotonic() - self._partitions_at >= PARTITIONS_EVERY:
+            self._partitions_at = time.monotonic()
+            try:
+                self.partitions_out.outputs = (_table("Partitions", partitions(self.client.config, workers)),)
+            except YadtqError as exc:
+                self.partitions_out.outputs = (_text(f"partitions unavailable: {exc}"),)
+        self.redraws += 1
+        listening = self.listener is not None and self.listener.alive
+        self.live_label.value = (
+            (f"live: {self.listener.events} events, redrawn {datetime.now():%H:%M:%S}" if listening else "not live")
+            if self.listener is not None
+            else "live updates off: press Refresh"
+        )
+
+    def _plots(self, tasks: pd.DataFrame, workers: pd.DataFrame) -> tuple[bytes, bytes]:
+        import pandas as pd
+
+        from yadtq import plots
+
+        beats = self.client.heartbeats()
+        window = pd.Timestamp.now(tz="UTC") - pd.Timedelta(seconds=TIMELINE_SECONDS)
+        beats = beats[beats["at"] >= window]
+        marks = worker_marks(workers)
+        if self.listener is not None and self.listener.marks:
+            seen = pd.DataFrame(list(self.listener.marks))
+            seen["at"] = pd.to_datetime(seen["at"], unit="s", utc=True)
+            marks = pd.concat([marks, seen], ignore_index=True).drop_duplicates(["worker", "mark", "at"])
+        marks = marks[marks["at"] >= window]
+        order = sorted(set(beats["worker"]) | set(marks["worker"]), key=_natural)
+        figure = plots.new_figure(10, 1.2 + 0.4 * max(len(order), 1))
+        plots.timeline(
+            figure.add_subplot(), beats, busy_spans(beats, self.client.config.heartbeat_interval), marks, order
+        )
+        now = pd.Timestamp.now(tz="UTC")
+        if not beats.empty:  # a young queue fills the plot rather than its right edge
+            window = max(window, beats["at"].min() - pd.Timedelta(seconds=2))
+        figure.axes[0].set_xlim(window, now)
+        timeline_png = plots.png(figure)
+        figure = plots.new_figure(10, 2.6)
+        plots.throughput(figure.add_subplot(), throughput(tasks[tasks["finished_at"] >= window]))
+        figure.axes[0].set_xlim(window, now)
+        return timeline_png, plots.png(figure)
+
+    def _sync_worker_lists(self, workers: pd.DataFrame) -> None:
+        """Keep the worker picker (pool workers alive) and the worker filter (all seen) current,
+        without resetting a choice that is still valid."""
+        alive = sorted(self.pool.alive(), key=_natural)
+        if list(self.worker_pick.options) != alive:
+            keep = self.worker_pick.value if self.worker_pick.value in alive else None
+            self.worker_pick.options = alive
+            self.worker_pick.value = keep if keep else (alive[0] if alive else None)
+        seen = [("any", ""), *[(n, n) for n in sorted(workers["name"], key=_natural)]]
+        if list(self.worker_filter.options) != seen:
+            value = self.worker_filter.value
+            self.worker_filter.options = seen
+            self.worker_filter.value = value if value in dict(seen).values() else ""
 
     def close(self) -> None:
-        """Stop acting on this namespace, before its keys and topics are deleted: the buttons are
-        disabled, and a click that still arrives (or a call from code) only says so."""
+        """Stop acting on this namespace, before its keys and topics are deleted: the listener stops,
+        the workers this dashboard started stop, the buttons are disabled, and a click that still
+        arrives (or a call from code) only says so."""
         self.closed = True
-        for button in (self.start_button, self.stop_button, self.submit_button, self.refresh_button):
+        if self.listener is not None:
+            self.listener.close()
+        with self._draw_lock:  # a redraw in progress finishes before the workers go
+            pass
+        alive = set(self.pool.alive())
+        for name in [n for n in self.started if n in alive]:
+            self.pool.stop(name)
+        for button in (
+            self.start_button,
+            self.stop_button,
+            self.submit_button,
+            self.refresh_button,
+            *self.control_buttons.values(),
+        ):
             button.disabled = True
         self.message.value = CLOSED
 
@@ -251,6 +430,20 @@ class Dashboard:
         return self.widget._repr_mimebundle_(**kwargs)
 
 
+def _counter_html(counts: dict[str, int], total: int, limit: int) -> str:
+    cells = "".join(
+        f'<div style="display:inline-block;min-width:90px;margin-right:8px;text-align:center">'
+        f'<div style="font-size:1.6em">{n}</div><div>{status}</div></div>'
+        for status, n in counts.items()
+    )
+    note = f" (of the newest {limit})" if total >= limit else ""
+    return f'<div class="yadtq-counters">{cells}{note}</div>'
+
+
+def _text(text: str) -> dict[str, Any]:
+    return {"output_type": "display_data", "data": {"text/plain": text}, "metadata": {}}
+
+
 def _table(title: str, frame: pd.DataFrame) -> dict[str, Any]:
     """A display_data output of a frame, as HTML for the notebook and text for everything else."""
     html = f"<b>{title}</b> ({len(frame)})" + frame.to_html(index=False, na_rep="")
@@ -258,6 +451,6 @@ def _table(title: str, frame: pd.DataFrame) -> dict[str, Any]:
     return {"output_type": "display_data", "data": {"text/html": html, "text/plain": text}, "metadata": {}}
 
 
-def dashboard(client: Client, pool: Pool) -> Dashboard:
+def dashboard(client: Client, pool: Pool, live: bool = True) -> Dashboard:
     """The notebook GUI; display ``.widget`` (or the Dashboard itself) in a cell."""
-    return Dashboard(client, pool)
+    return Dashboard(client, pool, live=live)

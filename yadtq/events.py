@@ -79,6 +79,14 @@ class EventStream:
                 idle_since = time.monotonic()
                 yield json.loads(message["data"])
 
+    def next(self, timeout: float) -> dict[str, Any] | None:
+        """The next event, or None after ``timeout`` seconds without one: a background listener
+        wakes at least this often, so it notices that it was asked to stop."""
+        message = self._pubsub.get_message(timeout=timeout)
+        if message and message.get("type") == "message":
+            return dict(json.loads(message["data"]))
+        return None
+
     def close(self) -> None:
         self._pubsub.close()
         self._backend.close()

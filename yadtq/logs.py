@@ -1,0 +1,120 @@
+"""Per-task log lines kept across workers and retries, and a JSON log format on request.
+
+A task may run on several workers (a worker dies, another retries it), each with its own log file.
+So each worker's :class:`TaskLog` hook appends the lines about a task to one capped Redis list per
+task, ``NS:task:ID:logs`` (JSON ``{"at", "worker", "level", "message"}``, oldest first, at most
+``task_log_lines``, expiring with the task's record), written from a background thread so the worker
+never waits. ``client.logs(task_id)`` / ``yadtq logs TASK_ID`` read them back in one call.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from yadtq.sink import AsyncSink
+
+if TYPE_CHECKING:
+    from yadtq.config import Config
+    from yadtq.executor import Outcome
+    from yadtq.task import TaskMessage
+    from yadtq.worker import Worker
+
+#: Longest message kept in one log line (a result or an error can be long).
+LINE_CHARS = 500
+
+
+def logs_key(namespace: str, task_id: str) -> str:
+    """Beside the task's own keys, so ``purge`` and the namespace pattern cover it."""
+    return f"{namespace}:task:{task_id}:logs"
+
+
+class TaskLog(AsyncSink):
+    """The worker hook that writes each task's lines to its capped Redis list."""
+
+    name = "task-log"
+
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.config = config
+        self._redis: Any = None
+
+    def task_claimed(self, worker: Worker, msg: TaskMessage, attempt: int) -> None:
+        self._line(worker, msg.id, "INFO", f"attempt {attempt} of {msg.op}{_args(msg)} started on {worker.name}")
+
+    def task_finished(self, worker: Worker, msg: TaskMessage, status: str, outcome: Outcome) -> None:
+        detail = f": {outcome.error}" if outcome.error else (f" = {outcome.value!r}" if status == "success" else "")
+        level = "INFO" if status == "success" else "WARNING"
+        self._line(worker, msg.id, level, f"{status} after {outcome.duration:.3f}s{detail}")
+
+    def task_skipped(self, worker: Worker, msg: TaskMessage, why: str) -> None:
+        self._line(worker, msg.id, "INFO", f"delivery skipped: {why}")
+
+    def worker_stopped(self, worker: Worker) -> None:
+        self.drain()
+
+    def _line(self, worker: Worker, task_id: str, level: str, message: str) -> None:
+        line = {"at": time.time(), "worker": worker.name, "level": level, "message": message[:LINE_CHARS]}
+        self.put({"task": task_id, "line": line})
+
+    def open_sink(self) -> None:
+        from yadtq.backend import Backend
+
+        self._redis = Backend(self.config).redis
+
+    def write(self, batch: list[dict[str, Any]]) -> None:
+        if self._redis is None:
+            self.open_sink()
+        keep, ttl = self.config.task_log_lines, self.config.result_ttl
+        pipe = self._redis.pipeline(transaction=False)
+        for record in batch:
+            key = logs_key(self.config.namespace, record["task"])
+            pipe.rpush(key, json.dumps(record["line"], default=str))
+            pipe.ltrim(key, -keep, -1)
+            if ttl:
+                pipe.expire(key, int(ttl))
+        pipe.execute()
+
+    def close_sink(self) -> None:
+        if self._redis is not None:
+            self._redis.close()
+
+
+def task_logs(config: Config, task_id: str) -> list[dict[str, Any]]:
+    """The task's log lines, oldest first (empty if it has none, or they expired)."""
+    from yadtq.backend import Backend
+
+    backend = Backend(config)
+    try:
+        return [json.loads(raw) for raw in backend.redis.lrange(logs_key(config.namespace, task_id), 0, -1)]
+    finally:
+        backend.close()
+
+
+def _args(msg: TaskMessage) -> str:
+    shown = json.dumps(msg.args)[1:-1]
+    return f"({shown[:80]})"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line (``at``, ``level``, ``logger``, ``message``), for log shippers."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "at": record.created,
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_format(config: Config) -> None:
+    """Switch every handler of the root logger to JSON when ``log_format`` asks for it."""
+    if config.log_format == "json":
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter())
