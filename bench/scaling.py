@@ -4,6 +4,7 @@
 
 - workers: 1, 2, 4 and 8 workers on ``add(i, i)`` (CPU-light: the queue's own cost);
 - io: ``sleep(0.01)`` tasks, 8 workers of one slot (ideal 800/s) and 2 workers of 4 slots;
+  (both with the workers' own rate from a full queue, ``backlog_drain_per_s``, beside the end-to-end one)
 - partitions: 8 workers over 4 partitions (half of them idle) and over 16;
 - history: the same run with 10,000 and with 1,000,000 finished tasks already stored.
 
@@ -20,8 +21,11 @@ from typing import Any
 from throughput import RESULTS, measure
 
 RUNS: dict[str, list[dict[str, Any]]] = {
-    "workers": [{"workers": n} for n in (1, 2, 4, 8)],
-    "io": [{"workers": 8, "sleep": 0.01}, {"workers": 2, "concurrency": 4, "sleep": 0.01}],
+    "workers": [{"workers": n, "backlog": True} for n in (1, 2, 4, 8)],
+    "io": [
+        {"workers": 8, "sleep": 0.01, "backlog": True},
+        {"workers": 2, "concurrency": 4, "sleep": 0.01, "backlog": True},
+    ],
     "partitions": [{"workers": 8, "partitions": 4}, {"workers": 8, "partitions": 16}],
     "history": [{"workers": 2, "stored": 10_000}, {"workers": 2, "stored": 1_000_000}],
 }

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import signal
 import statistics
 import time
 import uuid
@@ -68,8 +69,15 @@ def measure(
     wait: bool = False,
     stored: int = 0,
     sleep: float = 0.0,
+    backlog: bool = False,
 ) -> dict[str, Any]:
-    """One run; with ``sleep`` the tasks are ``sleep(sleep)`` (I/O-bound work) instead of ``add(i, i)``."""
+    """One run; with ``sleep`` the tasks are ``sleep(sleep)`` (I/O-bound work) instead of ``add(i, i)``.
+
+    With ``backlog`` it also measures the workers alone: they are paused (SIGSTOP) while the same
+    number of tasks is submitted, then resumed, and timed until the last result. That is their
+    capacity, whatever the speed of the client (with heartbeat and session timeouts long enough
+    that the pause is not taken for a death).
+    """
 
     def task(i: int) -> tuple[str, tuple[Any, ...], Any]:
         return ("sleep", (sleep,), sleep) if sleep else ("add", (i, i), 2 * i)
@@ -80,6 +88,7 @@ def measure(
         partitions=partitions,
         concurrency=concurrency,
         submit_wait=wait,
+        **({"heartbeat_timeout": 60.0, "session_timeout": 30.0, "max_poll_interval": 60.0} if backlog else {}),
     )
     with Client(config) as client, Pool(config) as pool:
         try:
@@ -99,6 +108,7 @@ def measure(
             drained = time.perf_counter()
             assert results == [task(i)[2] for i in range(tasks)]
             worker_rss = [rss_mb(w.pid) for w in started]
+            backlog_rate = drain_backlog(client, pool, [task(i) for i in range(tasks)]) if backlog else None
 
             time.sleep(1)
             latencies = []
@@ -122,10 +132,29 @@ def measure(
         "enqueue_per_s": round(tasks / (enqueued - start)),
         "drain_per_s": round(tasks / (drained - start)),
         "latency_ms": {"p50": round(q[49], 2), "p95": round(q[94], 2), "p99": round(q[98], 2)},
+        "backlog_drain_per_s": backlog_rate,
         "worker_rss_mb": max(worker_rss),
         "client_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "verified": True,
     }
+
+
+def drain_backlog(client: Client, pool: Pool, tasks: list[tuple[str, tuple[Any, ...], Any]]) -> int:
+    """Tasks per second the workers complete from a full queue (see ``measure``)."""
+    names = pool.alive()
+    for name in names:
+        pool.signal(name, signal.SIGSTOP)
+    try:
+        handles = [client.submit(op, *args) for op, args, _ in tasks]
+        client.flush()
+    finally:
+        for name in names:
+            pool.signal(name, signal.SIGCONT)
+    start = time.perf_counter()
+    results = [h.result(timeout=300) for h in handles]
+    rate = round(len(tasks) / (time.perf_counter() - start))
+    assert results == [expected for _, _, expected in tasks]
+    return rate
 
 
 def main() -> None:
@@ -136,9 +165,13 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--wait", action="store_true", help="every submit waits for Kafka's acknowledgement")
     parser.add_argument("--stored", type=int, default=0, help="finished tasks stored before the run")
+    parser.add_argument("--sleep", type=float, default=0.0, help="tasks are sleep(SECONDS) instead of add(i, i)")
+    parser.add_argument("--backlog", action="store_true", help="also time the workers alone on a full queue")
     parser.add_argument("--out", type=Path, default=RESULTS / "throughput.json")
     args = parser.parse_args()
-    summary = measure(args.tasks, args.workers, args.concurrency, args.partitions, args.wait, args.stored)
+    summary = measure(
+        args.tasks, args.workers, args.concurrency, args.partitions, args.wait, args.stored, args.sleep, args.backlog
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
