@@ -52,13 +52,33 @@ def fill(client: Client, n: int) -> None:
     """``n`` finished task records and index entries, written directly (history for the stored-tasks run)."""
     pipe = client.backend.redis.pipeline(transaction=False)
     now = time.time()
-    for i in tqdm(range(n), desc="stored tasks", disable=n == 0):
+    for i in tqdm(range(n), desc="stored tasks"):
         task_id = f"old{i:029d}"
         pipe.hset(client.backend.keys.task(task_id), mapping={"id": task_id, "op": "add", "status": "success"})
         pipe.zadd(client.backend.keys.tasks, {task_id: now - 1000 + i * 1e-6})
         if i % 10_000 == 9_999:
             pipe.execute()
     pipe.execute()
+    quiet_redis(client)
+
+
+def quiet_redis(client: Client, timeout: float = 600.0) -> None:
+    """Rewrite Redis's append-only file now rather than during the measurement: a million new keys
+    would otherwise set off an automatic rewrite (a fork that copies them all) in the middle of it."""
+    redis = client.backend.redis
+    if not int(redis.info("persistence").get("aof_enabled", 0)):
+        return
+    try:
+        redis.bgrewriteaof()
+    except Exception:  # already rewriting: wait for that one
+        pass
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = redis.info("persistence")
+        if not int(info.get("aof_rewrite_in_progress", 0)) and not int(info.get("aof_rewrite_scheduled", 0)):
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"Redis still rewriting its append-only file after {timeout:g}s")
 
 
 def measure(
@@ -92,7 +112,8 @@ def measure(
     )
     with Client(config) as client, Pool(config) as pool:
         try:
-            fill(client, stored)
+            if stored:
+                fill(client, stored)
             started = pool.start(workers)
             deadline = time.monotonic() + 60
             while len(client.workers(live_only=True)) < workers and time.monotonic() < deadline:
