@@ -11,6 +11,7 @@ command -v java >/dev/null 2>&1 || required+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || required+=(maven)
 optional=()
 command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 || optional+=(docker-compose)
+command -v chromium >/dev/null 2>&1 || optional+=(chromium)
 
 wanted=("${required[@]}" "${optional[@]}")
 [ ${#wanted[@]} -eq 0 ] && exit 0

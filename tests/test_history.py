@@ -19,7 +19,7 @@ from yadtq.task import TaskMessage
 pytestmark = pytest.mark.services
 
 
-def test_replay_rebuilds_tasks_and_workers_after_redis_is_purged(
+def test_replay_rebuilds_tasks_and_workers_after_redis_is_purged_and_logs_span_attempts(
     client: Client, pool: Pool, wait_for: Callable[..., object]
 ) -> None:
     pool.start(2)
@@ -30,9 +30,18 @@ def test_replay_rebuilds_tasks_and_workers_after_redis_is_purged(
     long = client.submit("sleep", 3)
     wait_for(lambda: long.status() is TaskStatus.PROCESSING, timeout=60, what="the sleep to start")
     victim = client.task(long.id)["worker"]
+    time.sleep(0.5)  # likewise for the log line of its first attempt
     pool.kill(victim)
     assert long.result(timeout=60) == 3
-    pool.close()  # the survivor stops: its last events are published before it exits
+    pool.close()
+
+    # the task's log lines span both workers and both attempts
+    lines = client.logs(long.id)
+    assert lines[0]["worker"] == victim and lines[0]["message"].startswith("attempt 1 of sleep(3) started")
+    later = [(line["worker"], line["message"]) for line in lines[1:]]
+    assert any(w != victim and m.startswith("attempt 2 of sleep(3) started") for w, m in later), later
+    assert any(w != victim and m.startswith("success after") and m.endswith("= 3") for w, m in later), later
+    assert client.logs("no-such-task") == []  # the survivor stops: its last events are published before it exits
     expected = {h.id: h.status().value for h in [*handles, long]}
 
     client.backend.purge()  # everything Redis knew is gone
@@ -55,24 +64,6 @@ def test_replay_rebuilds_tasks_and_workers_after_redis_is_purged(
 
     later = client.replay(since=time.time() + 60)  # nothing happened after that
     assert later.tasks.empty and later.events.empty
-
-
-def test_task_logs_follow_a_task_across_workers_and_attempts(
-    client: Client, pool: Pool, wait_for: Callable[..., object]
-) -> None:
-    pool.start(2)
-    task = client.submit("sleep", 3)
-    wait_for(lambda: task.status() is TaskStatus.PROCESSING, timeout=60, what="the sleep to start")
-    first = client.task(task.id)["worker"]
-    time.sleep(0.5)  # a SIGKILL loses the lines a worker had not written yet: let it write them
-    pool.kill(first)
-    assert task.result(timeout=60) == 3
-    wait_for(lambda: len(client.logs(task.id)) >= 3, timeout=10, what="the survivor's lines")
-    lines = client.logs(task.id)
-    assert lines[0]["worker"] == first and lines[0]["message"].startswith("attempt 1 of sleep(3) started")
-    assert lines[-2]["message"].startswith("attempt 2 of sleep(3) started") and lines[-2]["worker"] != first
-    assert lines[-1]["message"].startswith("success after") and lines[-1]["message"].endswith("= 3")
-    assert client.logs("no-such-task") == []
 
 
 def test_event_log_never_blocks_or_raises_when_kafka_is_down(config: Config, caplog: pytest.LogCaptureFixture) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ import pytest
 
 from tests.conftest import FAST, ROOT, cli
 from yadtq import Client, Pool
+from yadtq.cli import main
 from yadtq.config import Config
 from yadtq.standalone import free_port
 
@@ -131,7 +133,39 @@ def test_metrics_describe_the_queue(ran: Config, finished: dict[str, str]) -> No
         (["logs", "zzzz"], "no task with an id starting 'zzzz'"),
     ],
 )
-def test_mistakes_get_one_line(config: Config, args: list[str], says: str) -> None:
-    proc = cli(config, *args)
-    assert proc.returncode == 2
-    assert says in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+def test_mistakes_get_one_line(config: Config, args: list[str], says: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--namespace", config.namespace, *args]) == 2
+    err = capsys.readouterr().err
+    assert says in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_taken_metrics_port_is_one_line(config: Config, capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["--namespace", config.namespace, "monitor", "--metrics-port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot listen on 127.0.0.1:{port}" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_dashboard_command_serves_on_loopback_and_prints_the_url(config: Config) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "yadtq", "dashboard", "--port", str(port), "--duration", "60"],
+        env={**os.environ, **config.to_env()},
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == f"dashboard at http://127.0.0.1:{port}/ (Ctrl-C to stop)"
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass
+    finally:
+        proc.terminate()
+        proc.wait(timeout=40)
+    with pytest.raises(OSError):  # Voila went with it
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()

@@ -60,8 +60,11 @@ MAX_START = 16
 #: Tasks the counters and the table read per redraw (newest first), and rows the table shows.
 TABLE_TASKS = 500
 SHOWN_TASKS = 50
-#: Seconds of history the live plots show.
+#: Seconds of history the live plots show: at most the first, at least the second.
 TIMELINE_SECONDS = 120
+MIN_WINDOW_SECONDS = 30
+#: Width of the plots in pixels (10 inches at plots.png's 80 dpi).
+PLOT_PIXELS = 800
 #: Seconds between two reads of the partition table (three Kafka requests, each with a deadline).
 PARTITIONS_EVERY = 2.0
 #: The per-worker controls: the faults a demonstration needs.
@@ -187,8 +190,9 @@ class Dashboard:
         self.worker_filter = w.Dropdown(options=[("any", "")], description="Worker:")
         self.tasks_out = w.Output(layout=w.Layout(max_height="360px", overflow="auto"))
         self.workers_out = w.Output()
-        self.timeline = w.Image(format="png", layout=w.Layout(max_width="100%"))
-        self.throughput = w.Image(format="png", layout=w.Layout(max_width="100%"))
+        # at the PNG's own size: a page as wide as Voila's would stretch it and blur the labels
+        self.timeline = w.Image(format="png", layout=w.Layout(width=f"{PLOT_PIXELS}px", max_width="100%"))
+        self.throughput = w.Image(format="png", layout=w.Layout(width=f"{PLOT_PIXELS}px", max_width="100%"))
         self.failures_out = w.Output()
         self.partitions_out = w.Output()
         self.last_task: TaskHandle | None = None
@@ -309,7 +313,11 @@ class Dashboard:
         shown = ", ".join(json.dumps(a) for a in args)
         self.message.value = f"submitted {self.op.value}({shown:.60}) as task {handle.id}"
         if not self.client.live_workers():
-            self.message.value += ": queued; no worker is running (press Start Workers)"
+            self.message.value += (
+                ": queued; the workers started here are still joining"
+                if self.pool.alive()
+                else ": queued; no worker is running (press Start Workers)"
+            )
         self.refresh()
         return handle
 
@@ -327,22 +335,30 @@ class Dashboard:
                 self.message.value = f"cannot read the queue: {exc}"
 
     def _draw(self) -> None:
+        """Read and render everything first, then change the widgets together, so the page never
+        shows a table from this redraw beside plots from the last one."""
         tasks = self.client.tasks(limit=TABLE_TASKS)
         workers = self.client.workers()
-        self.counters.value = _counter_html(counters(tasks), len(tasks), TABLE_TASKS)
         shown = filter_tasks(tasks, self.status_filter.value, self.op_filter.value, self.worker_filter.value)
         shown = _local_seconds(shown[TASK_VIEW].head(SHOWN_TASKS), "submitted_at")
-        self.tasks_out.outputs = (_table("Tasks (newest first)", shown),)
-        self.workers_out.outputs = (_table("Workers", _local_seconds(workers[WORKER_VIEW], "last_heartbeat")),)
-        self._sync_worker_lists(workers)
-        self.timeline.value, self.throughput.value = self._plots(tasks, workers)
-        self.failures_out.outputs = (_table("Workers declared dead", failures(self.client)),)
+        timeline, rates = self._plots(tasks, workers)
+        dead = failures(self.client)
+        parts = None
         if time.monotonic() - self._partitions_at >= PARTITIONS_EVERY:
             self._partitions_at = time.monotonic()
             try:
-                self.partitions_out.outputs = (_table("Partitions", partitions(self.client.config, workers)),)
+                parts = _table("Partitions", partitions(self.client.config, workers))
             except YadtqError as exc:
-                self.partitions_out.outputs = (_text(f"partitions unavailable: {exc}"),)
+                parts = _text(f"partitions unavailable: {exc}")
+
+        self.counters.value = _counter_html(counters(tasks), len(tasks), TABLE_TASKS)
+        self.tasks_out.outputs = (_table("Tasks (newest first)", shown),)
+        self.workers_out.outputs = (_table("Workers", _local_seconds(workers[WORKER_VIEW], "last_heartbeat")),)
+        self._sync_worker_lists(workers)
+        self.timeline.value, self.throughput.value = timeline, rates
+        self.failures_out.outputs = (_table("Workers declared dead", dead),)
+        if parts is not None:
+            self.partitions_out.outputs = (parts,)
         self.redraws += 1
         listening = self.listener is not None and self.listener.alive
         self.live_label.value = (
@@ -359,7 +375,7 @@ class Dashboard:
         beats = self.client.heartbeats()
         window = pd.Timestamp.now(tz="UTC") - pd.Timedelta(seconds=TIMELINE_SECONDS)
         beats = beats[beats["at"] >= window]
-        marks = worker_marks(workers)
+        marks = worker_marks(pd.DataFrame(self.client.backend.workers(), columns=["name", "dead_at", "stopped_at"]))
         if self.listener is not None and self.listener.marks:
             seen = pd.DataFrame(list(self.listener.marks))
             seen["at"] = pd.to_datetime(seen["at"], unit="s", utc=True)
@@ -372,7 +388,8 @@ class Dashboard:
         )
         now = pd.Timestamp.now(tz="UTC")
         if not beats.empty:  # a young queue fills the plot rather than its right edge
-            window = max(window, beats["at"].min() - pd.Timedelta(seconds=2))
+            young = min(beats["at"].min() - pd.Timedelta(seconds=2), now - pd.Timedelta(seconds=MIN_WINDOW_SECONDS))
+            window = max(window, young)
         figure.axes[0].set_xlim(window, now)
         timeline_png = plots.png(figure)
         figure = plots.new_figure(10, 2.6)
@@ -404,7 +421,11 @@ class Dashboard:
         with self._draw_lock:  # a redraw in progress finishes before the workers go
             pass
         alive = set(self.pool.alive())
-        for name in [n for n in self.started if n in alive]:
+        mine = [n for n in self.started if n in alive]
+        for name in mine:  # all at once: each then finishes or hands back its task in parallel
+            self.pool.signal(name, signal.SIGCONT)
+            self.pool.signal(name, signal.SIGTERM)
+        for name in mine:
             self.pool.stop(name)
         for button in (
             self.start_button,

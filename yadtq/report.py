@@ -55,7 +55,7 @@ def build(client: Client, since: float | None = None) -> str:
         "<h2>Throughput over time</h2>",
         _img(_throughput(tasks)),
         "<h2>Worker timeline</h2>",
-        _img(_timeline(client, beats, workers)),
+        _img(_timeline(client, beats)),
         "<h2>Failures: workers declared dead</h2>",
         _html_table(failures(client)),
         "<h2>Dead letters</h2>",
@@ -145,12 +145,14 @@ def _bin(tasks: pd.DataFrame) -> str:
     return f"{max(1, round(span / 100))}s"
 
 
-def _timeline(client: Client, beats: pd.DataFrame, workers: pd.DataFrame) -> Figure:
+def _timeline(client: Client, beats: pd.DataFrame) -> Figure:
     from yadtq.dashboard import _natural
 
     order = sorted(set(beats["worker"]), key=_natural)
     figure = plots.new_figure(10, 1.2 + 0.4 * max(len(order), 1))
-    marks = worker_marks(workers)
+    import pandas as pd
+
+    marks = worker_marks(pd.DataFrame(client.backend.workers(), columns=["name", "dead_at", "stopped_at"]))
     plots.timeline(
         figure.add_subplot(),
         beats,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -125,10 +126,17 @@ class Server:
 
 
 def serve(config: Config, port: int | None = None, duration: float | None = None) -> None:
-    """Serve until Ctrl-C (or ``duration`` seconds), printing the URL once it answers."""
+    """Serve until Ctrl-C, SIGTERM (or ``duration`` seconds), printing the URL once it answers.
+    Voila runs in a session of its own, so this process must stop it on every way out."""
+    signal.signal(signal.SIGTERM, _exit_on_term)
     with Server(config, port) as server:
         server.wait_ready()
         print(f"dashboard at {server.url} (Ctrl-C to stop)", flush=True)
         deadline = None if duration is None else time.monotonic() + duration
         while (deadline is None or time.monotonic() < deadline) and server.process.poll() is None:
             time.sleep(0.2)
+
+
+def _exit_on_term(_signum: int, _frame: object) -> None:
+    """SIGTERM as a normal exit, so the ``with Server`` block stops Voila (and its kernels' workers)."""
+    raise SystemExit(0)

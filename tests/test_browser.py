@@ -1,0 +1,247 @@
+"""What a person sees: the quickstart in JupyterLab and the Voila dashboard page, in a real browser.
+
+Debian's Chromium, headless, driven by Playwright for Python, on loopback servers. Each page gets its
+buttons clicked (Start Workers, Submit Task) and must then show the task in ``success`` without anyone
+pressing Refresh: the live listener has to work through a real kernel and a real widget manager. A
+widget that fails to render ("Error displaying widget") or any console error fails the test.
+Screenshots go to build/screenshots/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import FAST, ROOT
+from yadtq.backend import Backend
+from yadtq.broker import Broker
+from yadtq.client import Client
+from yadtq.config import Config
+from yadtq.standalone import Server, free_port
+
+CHROMIUM = Path("/usr/bin/chromium")
+SHOTS = ROOT / "build" / "screenshots"
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+#: The stylesheets Voila's lab template loads from a CDN (see Watched).
+FONT_AWESOME = "https://cdn.jsdelivr.net/npm/@fortawesome/**"
+
+pytestmark = [
+    pytest.mark.services,
+    pytest.mark.slow,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (scripts/install-system.sh)"),
+]
+sync_api = pytest.importorskip("playwright.sync_api")
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+class Watched:
+    """A page whose console errors and uncaught exceptions are collected, to fail on them."""
+
+    def __init__(self, browser: Any) -> None:
+        self.page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        self.errors: list[str] = []
+        self.page.on("console", lambda msg: self.errors.append(msg.text) if msg.type == "error" else None)
+        self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        # Voila's page template links Font Awesome from a CDN, and this machine has no Internet: answer
+        # those two stylesheets (icons only) with an empty one; any other failed resource still fails
+        self.page.route(FONT_AWESOME, lambda route: route.fulfill(status=200, content_type="text/css", body=""))
+        SHOTS.mkdir(parents=True, exist_ok=True)
+
+    def shot(self, name: str) -> None:
+        self.page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+    def wait_for_success(self, deadline_s: float, name: str) -> str:
+        """Read the submitted task's id from the message label, then wait (no Refresh) for its row
+        in the task table to say success."""
+        label = self.page.locator("div.widget-label", has_text="as task ").first
+        label.wait_for(timeout=30_000)
+        match = re.search(r"as task ([0-9a-f]{32})", label.inner_text())
+        assert match, label.inner_text()
+        task_id = match.group(1)
+        row = self.page.locator("tr", has_text=task_id).filter(has_text="success")
+        row.first.wait_for(timeout=deadline_s * 1000)
+        self.shot(name)
+        return task_id
+
+    def check_clean(self) -> None:
+        assert "Error displaying widget" not in self.page.content()
+        assert not self.errors, f"browser console errors: {self.errors}"
+
+
+def _wait_http(url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError(f"{url} did not answer in {timeout}s")
+
+
+@pytest.fixture
+def lab(base_config: Config, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """JupyterLab on loopback over a copy of the quickstart without outputs, widget state or its
+    clean-up cell (the test cleans up the namespace itself, after the page is done)."""
+    notebook = json.loads((ROOT / "notebooks" / "01-quickstart.ipynb").read_text())
+    notebook["metadata"].pop("widgets", None)
+    notebook["cells"] = notebook["cells"][:-2]  # the clean-up heading and cell
+    for cell in notebook["cells"]:
+        if cell["cell_type"] == "code":
+            cell["outputs"], cell["execution_count"] = [], None
+    (tmp_path / "quickstart.ipynb").write_text(json.dumps(notebook))
+    settings = tmp_path / "settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True)
+    (settings / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false"}))
+    port = free_port()
+    env = {
+        **os.environ,
+        "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"),
+        "YADTQ_KAFKA_BOOTSTRAP": base_config.kafka_bootstrap,
+        "YADTQ_REDIS_URL": base_config.redis_url,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    env.pop("YADTQ_NAMESPACE", None)
+    log = (tmp_path / "lab.log").open("wb")
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--allow-root",
+            "--ip=127.0.0.1",
+            f"--port={port}",
+            f"--ServerApp.root_dir={tmp_path}",
+            "--IdentityProvider.token=",
+            "--PasswordIdentityProvider.hashed_password=",
+            "--LabApp.expose_app_in_browser=True",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/api/status", 60)
+        yield f"http://127.0.0.1:{port}/lab/tree/quickstart.ipynb", tmp_path
+    finally:
+        server.terminate()  # kernels go too, and their pools stop their workers
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=10)
+        log.close()
+
+
+RUN_ALL = """async () => {
+  const app = window.jupyterapp;
+  const deadline = Date.now() + 60000;
+  while (!(app.shell.currentWidget && app.shell.currentWidget.sessionContext)) {
+    if (Date.now() > deadline) throw new Error('no notebook session');
+    await new Promise(r => setTimeout(r, 100));
+  }
+  const session = app.shell.currentWidget.sessionContext;
+  await session.ready;
+  while (!(session.session && session.session.kernel && session.session.kernel.status === 'idle')) {
+    if (Date.now() > deadline) throw new Error('kernel not idle');
+    await new Promise(r => setTimeout(r, 100));
+  }
+  await app.commands.execute('notebook:run-all-cells');
+}"""
+
+
+@pytest.mark.timeout(300)
+def test_quickstart_in_jupyterlab_updates_itself(browser: Any, lab: tuple[str, Path], base_config: Config) -> None:
+    url, _root = lab
+    watched = Watched(browser)
+    page = watched.page
+    page.goto(url)
+    page.wait_for_function("() => window.jupyterapp !== undefined", timeout=60_000)
+    page.evaluate(RUN_ALL)
+    namespace = ""
+    try:
+        start = page.get_by_role("button", name="Start Workers")
+        start.wait_for(timeout=180_000)  # the whole notebook ran: its last cell is the dashboard
+        namespace = re.search(r"quickstart-[0-9a-f]{8}", page.content()).group(0)  # type: ignore[union-attr]
+        start.scroll_into_view_if_needed()
+        watched.shot("lab-1-dashboard")
+        page.get_by_role("spinbutton", name="Workers:").fill("1")
+        start.click()
+        page.locator("div.widget-label", has_text="started worker-4").wait_for(timeout=30_000)
+        page.get_by_role("button", name="Submit Task").click()
+        watched.wait_for_success(60, "lab-2-task-success")
+        page.locator("img").last.scroll_into_view_if_needed()
+        watched.shot("lab-3-live-plots")
+        watched.check_clean()
+    finally:
+        page.close()
+        if namespace:
+            _purge(base_config.replace(namespace=namespace))
+
+
+def test_voila_dashboard_page_updates_itself_and_stops_its_workers(browser: Any, base_config: Config) -> None:
+    config = base_config.replace(namespace=f"t{uuid.uuid4().hex[:10]}", **FAST)
+    watched = Watched(browser)
+    page = watched.page
+    try:
+        with Server(config, cwd=ROOT) as server:
+            server.wait_ready()
+            page.goto(server.url, timeout=120_000)
+            start = page.get_by_role("button", name="Start Workers")
+            start.wait_for(timeout=120_000)
+            watched.shot("voila-1-page")
+            page.get_by_role("spinbutton", name="Workers:").fill("2")
+            start.click()
+            page.locator("div.widget-label", has_text="started worker-1, worker-2").wait_for(timeout=30_000)
+            page.get_by_role("button", name="Submit Task").click()
+            watched.wait_for_success(60, "voila-2-task-success")
+            watched.check_clean()
+            page.close()
+        with Client(config) as client:  # Voila stopped its kernel; the kernel's pool its workers
+            states = set(client.workers()["state"])
+            assert states <= {"stopped", "stopping"}, states
+    finally:
+        _purge(config)
+
+
+def _purge(config: Config) -> None:
+    Backend(config).purge()
+    Broker(config).delete_topics()
+
+
+def test_chromium_is_in_the_optional_system_packages() -> None:
+    script = (ROOT / "scripts" / "install-system.sh").read_text()
+    assert re.search(r"command -v chromium .*optional\+=\(chromium\)", script), "install-system.sh lacks chromium"
+    assert shutil.which("chromium")
