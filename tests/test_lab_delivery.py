@@ -29,7 +29,7 @@ EXPECTED = {
 REPUBLISHED_MAY_DUPLICATE = {"at_least_once"}
 
 
-@pytest.mark.timeout(200)
+@pytest.mark.timeout(330)
 def test_one_crash_loses_with_at_most_once_duplicates_with_at_least_once_and_neither_by_default(
     base_config: Config,
 ) -> None:

@@ -8,6 +8,10 @@
 - :mod:`~yadtq.lab.plots`: the pictures a class looks at.
 - :mod:`~yadtq.lab.sweep`: a grid of experiments, one tidy row each.
 - :mod:`~yadtq.lab.probe`: the ``lab.work`` operation, which counts its own executions.
+- :mod:`~yadtq.lab.scenarios`: experiments whose outcome is fixed by design (a crash that separates
+  the three delivery semantics).
+- :mod:`~yadtq.lab.detection`: failure detection, modelled (heartbeat interval and timeout against
+  pauses) and as a real fault schedule.
 - :mod:`~yadtq.lab.commands`: ``yadtq lab ...``.
 
 Nothing is imported until it is used: ``yadtq`` builds its command line (``yadtq lab ...``

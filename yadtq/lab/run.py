@@ -34,7 +34,7 @@ from yadtq.backend import Backend
 from yadtq.broker import Broker
 from yadtq.client import Client
 from yadtq.config import Config
-from yadtq.errors import ServiceUnavailable, YadtqError
+from yadtq.errors import ServiceUnavailable, TaskTimeout, YadtqError
 from yadtq.lab.probe import OPERATION, done_key, exec_key
 from yadtq.lab.result import Result
 from yadtq.lab.simulate import dispatch_overhead, replay
@@ -43,6 +43,8 @@ from yadtq.pool import Pool
 
 #: Seconds between the end of set-up and the first scheduled arrival, so the first tasks are on time.
 LEAD = 0.3
+#: Longest wait for one round of warm-up tasks before another round is sent.
+WARM_UP_ROUND = 15.0
 #: Threads that submit; more than one so a slow acknowledgement does not delay the next arrival.
 SUBMITTERS = 4
 FINAL = ("success", "failed", "cancelled")
@@ -98,7 +100,7 @@ def run(
         client.broker.ensure_topics()
         pool.start(experiment.processes)
         _wait_for_group(client, pool, experiment, timeout=60.0)
-        _warm_up(client, experiment, timeout=60.0)
+        _warm_up(client, experiment, timeout=90.0)
         plan = _Plan(
             t0=time.time() + LEAD,
             arrivals=schedule.arrivals.tolist(),
@@ -158,18 +160,29 @@ def _warm_up(client: Client, experiment: Experiment, timeout: float) -> None:
     Tasks land on random partitions, so rounds of empty tasks are sent until all have one."""
     owners = sum(1 for count in experiment.partition_counts() if count)
     deadline = time.monotonic() + timeout
-    round_ = 0
+    round_, stuck = 0, 0
     while time.monotonic() < deadline:
         round_ += 1
         handles = [
             client.submit_with(OPERATION, [0.0, f"warm-up-{round_}-{i}"]) for i in range(2 * experiment.partitions)
         ]
-        for handle in handles:
-            handle.result(timeout=max(0.1, deadline - time.monotonic()))
+        # A round that does not finish within WARM_UP_ROUND is given up, not waited for to the end:
+        # on a very busy machine a send or a rebalance in the workers' start-up was seen to leave
+        # warm-up tasks queued for good, and a fresh round is what tells a slow start from a stuck one.
+        round_deadline = min(deadline, time.monotonic() + WARM_UP_ROUND)
+        try:
+            for handle in handles:
+                handle.accepted(timeout=client.config.submit_timeout + 5)
+                handle.result(timeout=max(0.1, round_deadline - time.monotonic()))
+        except (TaskTimeout, ServiceUnavailable):
+            stuck += 1
+            continue
         table = client.workers()
         if int((table["processed"] > 0).sum()) >= owners:
             return
-    raise ServiceUnavailable(f"not every worker ran a warm-up task within {timeout:g}s")
+    raise ServiceUnavailable(
+        f"not every worker ran a warm-up task within {timeout:g}s ({stuck} of {round_} rounds stuck)"
+    )
 
 
 def _default_drain(experiment: Experiment) -> float:
