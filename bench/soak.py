@@ -10,7 +10,8 @@ the machine are never touched. During the run:
 - tasks (``lab.work``, which counts each execution with an ``INCR`` outside the state machine) are
   submitted at an even rate, through the fast path (batched; a refusal shows at the end);
 - every ``--kill-every`` seconds a busy worker is SIGKILLed and a replacement started at once;
-- at a third of the run Redis is SIGKILLed (restarted 2 s later), at two thirds Kafka is.
+- at a third of the run Redis is SIGKILLed (restarted 2 s later), at two thirds Kafka is;
+- a worker that dies on its own is replaced too, as a supervisor would, and reported.
 
 At the end every accepted task must be final; the audit (tasks, attempts, executions, results,
 lost, duplicated) is printed and written to ``bench/results/soak.json``. Tasks that Kafka refused
@@ -59,6 +60,18 @@ def busy_victim(client: Client, pool: Pool) -> str | None:
     return str(random.choice(list(busy["name"]))) if len(busy) else None
 
 
+def supervise(pool: Pool, workers: int, killed: set[str]) -> list[str]:
+    """Start a replacement for every worker that died on its own (as systemd or a container's
+    restart policy would); returns the names of those that did. Our own kills are replaced at once."""
+    crashed = [name for name, proc in pool.processes.items() if not proc.alive and name not in killed]
+    for name in crashed:
+        killed.add(name)  # counted once
+    missing = workers - len(pool.alive())
+    if missing > 0:
+        pool.start(missing)
+    return crashed
+
+
 def crash(services_config: Config, name: str, down_for: float = 2.0) -> float:
     """SIGKILL one service, start it again on the same port and data; returns how long it took."""
     began = time.monotonic()
@@ -91,6 +104,8 @@ def run(args: argparse.Namespace, services_config: Config) -> dict[str, Any]:
         faults = {"redis": began + duration / 3, "kafka": began + 2 * duration / 3}
         submitted = 0
         refused_at_submit = 0
+        gone: set[str] = set()  # workers we killed, or already counted as crashed
+        crashed: list[str] = []
         while submitted < args.tasks:
             now = time.monotonic()
             due = min(args.tasks, int((now - began) * rate) + 1)
@@ -105,6 +120,7 @@ def run(args: argparse.Namespace, services_config: Config) -> dict[str, Any]:
             if now >= next_kill:
                 victim = busy_victim(client, pool)
                 if victim is not None:
+                    gone.add(victim)
                     pool.kill(victim)
                     pool.start(1)
                     events.append({"at": round(now - began, 1), "fault": "SIGKILL worker", "worker": victim})
@@ -116,6 +132,7 @@ def run(args: argparse.Namespace, services_config: Config) -> dict[str, Any]:
                     events.append(
                         {"at": round(now - began, 1), "fault": f"SIGKILL {name}", "back_after": round(took, 1)}
                     )
+            crashed += supervise(pool, args.workers, gone)
             time.sleep(0.05)
         submit_seconds = time.monotonic() - began
         accepted: dict[str, str] = {}
@@ -132,6 +149,7 @@ def run(args: argparse.Namespace, services_config: Config) -> dict[str, Any]:
             print(f"  flush: {exc}")
         settle_deadline = time.monotonic() + args.settle
         while time.monotonic() < settle_deadline:
+            crashed += supervise(pool, args.workers, gone)
             try:
                 if audit(client.backend, accepted).unfinished == 0:
                     break
@@ -155,6 +173,7 @@ def run(args: argparse.Namespace, services_config: Config) -> dict[str, Any]:
         "task_seconds": args.task_seconds,
         "worker_kills": sum(1 for e in events if e["fault"] == "SIGKILL worker"),
         "faults": events,
+        "workers_that_died_on_their_own": crashed,
         "submit_seconds": round(submit_seconds, 1),
         "all_final_after_seconds": round(done_seconds, 1),
         "workers_started": len(workers),
