@@ -150,8 +150,14 @@ def test_real_workers_rerun_a_task_whose_outcome_a_crash_lost(make_config, tmp_p
         bound = 2 * config.heartbeat_timeout + 2 * config.heartbeat_interval + 3.0
         record_figures("lost_outcome_rerun", {"rerun_finished_after_s": round(took, 2), "bound_s": bound})
         assert took < bound, f"rerun {took:.1f}s after the loss (bound {bound:.1f}s)"
+        # Normally the reaper's live-holder rule brings it back ("is alive but has not listed it").
+        # On a badly overloaded machine the holder's heartbeat can also fall behind, and then the
+        # dead-holder rules (the reaper's or the claim's takeover of a redelivery) act first: the
+        # property under test, that the task does not stay ``processing``, holds either way.
         notes = [h.get("note") or "" for h in handle.history()]
-        assert any("is alive but has not listed it" in n for n in notes), notes
+        rescued = [n for n in notes if "is alive but has not listed it" in n or "stopped heartbeating" in n]
+        assert rescued, notes
+        record_figures("lost_outcome_rerun_by", {"note": rescued[0]})
         report = audit(
             client.backend, [handle.id], executions=execution_counts(client.backend, {handle.id: "lost-write"})
         )
