@@ -84,8 +84,12 @@ class TaskHandle:
         """Wait until Kafka has acknowledged the task (at once after a waiting submit): True, or
         ServiceUnavailable if it refused it, in which case the task has no record and never runs."""
         if self._sent is not None:
-            self.client.broker.acknowledged(self._sent, timeout)
-            self._sent = None
+            try:
+                self.client.broker.acknowledged(self._sent, timeout)
+            except ServiceUnavailable:
+                if self.client._withdraw(self.id):
+                    raise
+            self._sent = None  # acknowledged, or a worker already has it
         return True
 
     def status(self) -> TaskStatus:
@@ -165,12 +169,28 @@ class Client:
     def flush(self) -> None:
         """Wait until every task submitted so far is acknowledged by Kafka and recorded in Redis;
         ServiceUnavailable names the ones Kafka refused (their records are gone, so resubmit them)."""
-        self.broker.flush()
+        try:
+            self.broker.flush()
+        except ServiceUnavailable:
+            pass  # judged message by message below
         refused = [task_id for task_id, future in self._unacked if future.failed()]
+        unanswered = [task_id for task_id, future in self._unacked if not future.is_done]
         self._unacked.clear()
         self.outbox.flush()
+        refused += [task_id for task_id in unanswered if self._withdraw(task_id)]
         if refused:
             raise ServiceUnavailable(f"Kafka did not accept {len(refused)} task(s): {', '.join(refused[:5])}")
+
+    def _withdraw(self, task_id: str) -> bool:
+        """Kafka gave no answer in time: take the task back so that it never runs, even if its
+        message arrives later (the claim skips a withdrawn id). True if withdrawn; False if a worker
+        already has it, i.e. the message did get through."""
+        self.outbox.flush()
+        self.backend.unsubmit(task_id)
+        withdrawn = self.backend.task(task_id) is None
+        if withdrawn:
+            self._refused[task_id] = "no answer from Kafka in time; withdrawn"
+        return withdrawn
 
     def _refused_by_kafka(self, task_id: str, exc: Exception) -> None:
         """(Producer thread.) The message will never be delivered: take its record back, and remember

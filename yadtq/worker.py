@@ -52,6 +52,8 @@ POLL_MS = 100
 #: While fetching is paused for backpressure, poll more often so that it resumes before the runner
 #: runs dry.
 PAUSED_POLL_MS = 10
+#: Pause after a Kafka error in the consumer loop (the broker restarting, say) before trying again.
+KAFKA_RETRY = 0.5
 
 
 class Worker:
@@ -125,12 +127,18 @@ class Worker:
             while self.runner.thread.is_alive():
                 if self._stop.is_set() or (max_tasks is not None and self.handled >= max_tasks):
                     self.runner.stop()
-                self._poll()
-                self._commit()
+                try:
+                    self._poll()
+                    self._commit()
+                    self._maybe_shed()
+                    if self._stranded():
+                        self._rejoin()
+                except KafkaError as exc:
+                    # Kafka restarting or unreachable: keep the worker (its tasks run on, outcomes
+                    # go to Redis) and try again; the consumer reconnects by itself.
+                    log.warning("%s: Kafka: %s; retrying", self.name, exc)
+                    time.sleep(KAFKA_RETRY)
                 self.state = "busy" if self.runner.running else "idle"
-                self._maybe_shed()
-                if self._stranded():
-                    self._rejoin()
         finally:
             self._shutdown(beat)
         if self.runner.error is not None:
