@@ -209,13 +209,19 @@ class Backend:
         return bool(self._run("reject", task_id, op, error, time.time(), message))
 
     @guarded
-    def dead_letter(self, record: dict[str, Any]) -> None:
+    def dead_letter(self, record: dict[str, Any]) -> bool:
+        """Record a dead letter once per message: False if this partition and offset already were
+        (a rebalance can hand an uncommitted bad message to a second worker)."""
+        seen = f"{self.ns}:dead-lettered:{record['partition']}:{record['offset']}"
+        if not self.redis.set(seen, record.get("worker") or "", nx=True, ex=max(self.config.result_ttl, 86_400)):
+            return False
         payload = json.dumps(record)
         pipe = self.redis.pipeline()
         pipe.lpush(self.keys.dead_letters, payload)
         pipe.ltrim(self.keys.dead_letters, 0, DEAD_LETTER_HISTORY - 1)
         pipe.publish(self.keys.events, json.dumps({"type": "dead_letter", **record}))
         pipe.execute()
+        return True
 
     # --- workers -----------------------------------------------------------------------------
     @guarded

@@ -294,6 +294,8 @@ class Worker:
             "task_id": task_id,
             "preview": raw[:200].decode("utf-8", "replace"),
         }
+        if not persist(lambda: self.backend.dead_letter(entry), self.name):
+            return  # another worker dead-lettered this very message before a rebalance moved it here
         log.warning(
             "%s: dead-lettered %s[%d]@%d: %s", self.name, delivery.topic, delivery.partition, delivery.offset, reason
         )
@@ -301,7 +303,6 @@ class Worker:
             self.broker.publish(raw, topic=self.config.dead_letter_topic, headers=[("reason", reason.encode()[:1000])])
         except ServiceUnavailable as err:
             log.warning("%s: dead-letter topic unavailable (%s); the Redis record stays", self.name, err)
-        persist(lambda: self.backend.dead_letter(entry), self.name)
         if msg is not None:
             persist(
                 lambda: self.backend.reject(msg.id, msg.op, f"rejected: {reason}", raw.decode("utf-8", "replace")),
