@@ -20,6 +20,8 @@ pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 #: Scheduling on a shared 2-core machine: a heartbeat or a reaper run may come this much late.
 SLACK = 0.6
+#: Seconds a crashed worker's task may take to finish elsewhere once the crash is detected.
+RECOVERY_DEADLINE = 20.0
 
 
 @pytest.mark.timeout(180)
@@ -43,9 +45,10 @@ def test_faults_are_detected_within_the_heartbeat_bounds_and_a_long_pause_is_rev
     # a graceful stop says so itself, after finishing its task (0.5 s)
     assert 0 <= term["detected"] <= 0.5 + 2 * h + SLACK
     # a crashed worker's task finished elsewhere, after the detection (effectively once: the
-    # redelivery waits while the holder's heartbeat is fresh)
+    # redelivery waits while the holder's heartbeat is fresh), and within a deadline; how soon is a
+    # figure the lab reports (and the recovery benchmark measures), not a bound for a loaded machine
     if kill["held"]:
-        assert kill["detected"] - SLACK <= kill["recovered"] <= kill["detected"] + 3.0 + 0.5 + 2 * SLACK
+        assert kill["detected"] - SLACK <= kill["recovered"] <= kill["detected"] + RECOVERY_DEADLINE
     # A task can run to its end twice (by the tasks' own counts) only if a fault caught it: the long
     # pause (SIGSTOP stops the worker, not the executor running its task, which finishes while the
     # task is handed to another worker) or the kill (between the task's end and its stored result).

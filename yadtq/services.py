@@ -346,8 +346,8 @@ def _kafka_command(config: Config, port: int, cport: int, java: str) -> list[str
             *classpath,
             "kafka.tools.StorageTool",
             "format",
-            "-t",
-            _cluster_id(data),
+            # one argument: an id may start with '-', which would read as an option
+            f"--cluster-id={_cluster_id(data)}",
             "-c",
             str(props),
             "-g",
