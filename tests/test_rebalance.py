@@ -35,6 +35,22 @@ def owned(client: Client, name: str) -> set[int]:
     return {int(p) for p in str(row["partitions"]).split(",") if p}
 
 
+def settled(client: Client, wait_for, names: list[str]) -> None:
+    """Wait until the group's assignment stays the same for two seconds (joins trigger rebalances
+    that go on for a moment after every worker first owns partitions)."""
+    last: dict[str, set[int]] = {}
+    stable_since = time.monotonic()
+
+    def check() -> bool:
+        nonlocal last, stable_since
+        now = {name: owned(client, name) for name in names}
+        if now != last:
+            last, stable_since = now, time.monotonic()
+        return time.monotonic() - stable_since >= 2.0
+
+    wait_for(check, timeout=60, what="the group's assignment to settle")
+
+
 def submit_on(client: Client, partitions: set[int], op: str, *args: object) -> TaskHandle:
     """Submit a task whose id the default partitioner maps onto ``partitions`` (so onto their owner)."""
     for _ in range(10_000):
@@ -88,6 +104,7 @@ def test_short_tasks_flow_while_a_long_task_runs_through_a_leave_and_a_join(
         wait_for(live_workers(client, 1), timeout=60, what="the first worker")
         others = [w.name for w in pool.start(2 if not busy_is_leader else 1, prefix="a", extra_env=KAFKA_INFO)]
         wait_for(live_workers(client, 1 + len(others)), timeout=60, what="every worker to own partitions")
+        settled(client, wait_for, [first, *others])
         before = rebalances(config)
 
         busy = first if busy_is_leader else others[0]
@@ -116,6 +133,7 @@ def test_a_join_and_a_leave_in_a_row_while_two_workers_are_busy(make_config, tmp
     with Client(config) as client, Pool(config, log_dir=tmp_path) as pool:
         names = [w.name for w in pool.start(3, prefix="a")]
         wait_for(live_workers(client, 3), timeout=60, what="3 workers to own partitions")
+        settled(client, wait_for, names)
         before = rebalances(config)
         long_tasks = [submit_on(client, owned(client, name), "sleep", LONG) for name in names[:2]]
         assert [wait_processing(client, h, wait_for) for h in long_tasks] == names[:2]
