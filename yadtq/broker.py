@@ -124,9 +124,10 @@ class Broker:
         topic: str | None = None,
         headers: list[tuple[str, bytes]] | None = None,
     ) -> Any:
-        """Hand one message to the producer and return at once: a future of its acknowledgement,
-        which fails within ``submit_timeout`` (the producer's own delivery timeout) if Kafka does
-        not take it, so a message never arrives after its sender was told it failed."""
+        """Hand one message to the producer and return at once: a future of its acknowledgement.
+        It normally fails within the producer's delivery timeout if Kafka does not take the
+        message; after a broker crash kafka-python can leave it pending, which is why a caller that
+        gives up waiting withdraws the task (``Client._withdraw``) rather than trusting the future."""
         try:
             return self.producer.send(
                 topic or self.config.task_topic,
