@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from yadtq import ServiceUnavailable, TaskStatus
+from yadtq import Client, ServiceUnavailable, TaskStatus
 from yadtq.backend import Backend
 from yadtq.config import Config
 from yadtq.task import TaskMessage
@@ -79,6 +79,29 @@ def test_the_reaper_requeues_a_dead_workers_task_once(backend: Backend, config: 
     assert backend.status(msg.id) is TaskStatus.QUEUED
     assert backend.redis.hget(backend.keys.worker("victim"), "state") == "dead"
     assert "requeued" in backend.history(msg.id)[-1]["note"]
+
+
+def test_a_dead_worker_names_the_task_it_lost_even_if_no_heartbeat_listed_it(
+    backend: Backend, config: Config, client: Client
+) -> None:
+    """Killed right after a claim, before its next heartbeat: the failure history still names the task."""
+    from yadtq.monitor import failures
+
+    taken, over = TaskMessage(op="add", args=[1, 2]), TaskMessage(op="add", args=[3, 4])
+    for msg in (taken, over):
+        backend.submit(msg)
+    beat(backend, "victim", "idle")  # its last heartbeat lists no task
+    for msg in (taken, over):
+        backend.claim(msg, "victim")
+    backend.redis.zadd(backend.keys.workers, {"victim": time.time() - config.heartbeat_timeout - 1})
+    assert [TaskMessage.decode(m).id for m in backend.reap()] in ([taken.id, over.id], [over.id, taken.id])
+    beat(backend, "b")
+    backend.finish(taken.id, "b", backend.claim(taken, "b").attempt, TaskStatus.SUCCESS, 3)
+    history = failures(client).set_index("task")
+    assert sorted(history.index) == sorted([taken.id, over.id])
+    assert (history["worker"] == "victim").all()
+    assert history.loc[taken.id, ["task_status", "finished_by", "attempts"]].tolist() == ["success", "b", 2]
+    assert history.loc[over.id, "task_status"] == "queued"
 
 
 def test_the_reaper_gives_up_on_a_task_that_kills_every_worker(backend: Backend, config: Config) -> None:

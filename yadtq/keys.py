@@ -47,7 +47,8 @@ class Keys:
         return f"{self.namespace}:workers"
 
     def worker(self, name: str) -> str:
-        """Hash: name, pid, host, state, current_task, partitions, processed, failed, *_at times."""
+        """Hash: name, pid, host, state, current_task, partitions, processed, failed, lost,
+        lost_tasks, *_at times."""
         return f"{self.namespace}:worker:{name}"
 
     def beats(self, name: str) -> str:

@@ -120,7 +120,10 @@ def failures(client: Client) -> pd.DataFrame:
     for record in client.backend.workers():
         if not record.get("dead_at"):
             continue
-        held = [t for t in str(record.get("current_task") or "").split(",") if t] or [""]
+        # The tasks taken back from it when it was found silent; its last heartbeat may predate a
+        # claim made just before it died, so current_task alone can miss the task it held.
+        held = record.get("lost_tasks") or record.get("current_task") or ""
+        held = [t for t in str(held).split(",") if t] or [""]
         for task_id in held:
             task = client.backend.task(task_id) if task_id else None
             rows.append(

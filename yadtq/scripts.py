@@ -42,6 +42,15 @@ local function keep(ns, id, ttl)
     redis.call('EXPIRE', ns .. ':task:' .. id .. ':history', ttl)
   end
 end
+-- A worker lost a task it held (it died, or stopped listing it): count it, and name it in the
+-- worker's ``lost_tasks`` (",id,id", the newest 1 KB) so the failure history can say which.
+local function lose(ns, owner, id)
+  local wkey = ns .. ':worker:' .. owner
+  redis.call('HINCRBY', wkey, 'lost', 1)
+  local lost = (redis.call('HGET', wkey, 'lost_tasks') or '') .. ',' .. id
+  if #lost > 1024 then lost = string.sub(lost, string.find(lost, ',', #lost - 1024, true)) end
+  redis.call('HSET', wkey, 'lost_tasks', lost)
+end
 local function create(ns, id, op, args, kwargs, submitted_at, message, max_retries, now)
   local tkey = ns .. ':task:' .. id
   redis.call('HSET', tkey, 'id', id, 'op', op, 'args', args, 'kwargs', kwargs, 'submitted_at', submitted_at,
@@ -108,7 +117,7 @@ if status == 'processing' and owner and owner ~= '' then
   local beat = tonumber(redis.call('ZSCORE', ns .. ':workers', owner) or '0')
   if owner ~= me and now - beat <= timeout then return {'busy', owner} end
   note = 'took over from ' .. owner .. ', which stopped heartbeating'
-  redis.call('HINCRBY', ns .. ':worker:' .. owner, 'lost', 1)
+  lose(ns, owner, id)
   if attempts >= max_retries + 1 then
     redis.call('HSET', tkey, 'finished_at', now, 'error', 'worker ' .. owner .. ' died during attempt ' ..
       attempts .. '; no retries left', 'reason', 'worker_lost')
@@ -290,7 +299,7 @@ for i = 1, #running, 2 do
     redis.call('HDEL', ns .. ':running', id)
     if st[1] == 'processing' and st[2] == owner then
       local attempts = tonumber(st[3])
-      redis.call('HINCRBY', ns .. ':worker:' .. owner, 'lost', 1)
+      lose(ns, owner, id)
       if attempts >= tonumber(st[4] or ARGV[4]) + 1 then
         redis.call('HSET', tkey, 'finished_at', now, 'reason', 'worker_lost',
           'error', 'worker ' .. owner .. ' lost attempt ' .. attempts .. ' (' .. why .. '); no retries left')
