@@ -104,6 +104,12 @@ class Config:
     secure: bool = False
     #: The Redis ACL user of secured services; ``yadtq up`` writes it into the recorded Redis URL.
     redis_username: str = "yadtq"
+    #: TLS for secured services: the server's certificate and key (PEM). Set, ``yadtq up`` makes
+    #: Kafka's listener SASL_SSL and Redis TLS-only; clients then set
+    #: ``kafka_security_protocol=SASL_SSL`` and ``kafka_ssl_cafile`` (the CA that signed the
+    #: certificate, or the certificate itself when self-signed), which also verifies Redis.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
     # --- end of the reliability and security settings ---------------------------------------
 
     #: Log level of a worker's own lines (INFO: one line per task; WARNING for benchmarks).

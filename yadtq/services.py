@@ -295,6 +295,12 @@ def _launch(config: Config, name: str, port: int, cport: int, tools: dict[str, s
         acl.write_text(f"user default off\nuser {config.redis_username} on >{config.redis_password} ~* &* +@all\n")
         secure = ["--aclfile", str(acl)]
         url = f"redis://{config.redis_username}@127.0.0.1:{port}/0"  # the password stays out of services.json
+        if config.tls_cert_file:
+            # TLS only: the plain port is closed, and clients verify the server, not the reverse
+            cert, key, ca = config.tls_cert_file, config.tls_key_file, config.kafka_ssl_cafile
+            secure += ["--port", "0", "--tls-port", str(port), "--tls-cert-file", cert, "--tls-key-file", key]
+            secure += ["--tls-ca-cert-file", ca, "--tls-auth-clients", "no"]
+            url = f"rediss://{config.redis_username}@127.0.0.1:{port}/0?ssl_ca_certs={ca}"
     cmd = [
         tools["redis-server"],
         "--bind",
@@ -470,11 +476,21 @@ def _check_secure(config: Config) -> None:
     """With ``secure``, the credentials must be given (no default password) and be plain tokens."""
     if not config.secure:
         return
-    if config.kafka_security_protocol != "SASL_PLAINTEXT" or config.kafka_sasl_mechanism != "PLAIN":
+    protocol = "SASL_SSL" if config.tls_cert_file else "SASL_PLAINTEXT"
+    if config.kafka_security_protocol != protocol or config.kafka_sasl_mechanism != "PLAIN":
         raise ServiceError(
-            "secure services take SASL PLAIN: set YADTQ_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT and "
+            f"secure services take SASL PLAIN: set YADTQ_KAFKA_SECURITY_PROTOCOL={protocol} and "
             "YADTQ_KAFKA_SASL_MECHANISM=PLAIN (clients and workers need the same settings)"
         )
+    if config.tls_cert_file:
+        files = {
+            "YADTQ_TLS_CERT_FILE": config.tls_cert_file,
+            "YADTQ_TLS_KEY_FILE": config.tls_key_file,
+            "YADTQ_KAFKA_SSL_CAFILE": config.kafka_ssl_cafile,
+        }
+        for name, value in files.items():
+            if not value or not Path(value).is_file() or _BAD_CREDENTIAL & set(value):
+                raise ServiceError(f"secure services with TLS need {name}: a PEM file, its path without spaces")
     creds = {
         "YADTQ_KAFKA_SASL_USERNAME": config.kafka_sasl_username,
         "YADTQ_KAFKA_SASL_PASSWORD": config.kafka_sasl_password,
@@ -494,15 +510,27 @@ def _secure_properties(text: str, config: Config, port: int, cport: int) -> str:
         "org.apache.kafka.common.security.plain.PlainLoginModule required "
         f'username="{user}" password="{password}" user_{user}="{password}";'
     )
+    protocol = config.kafka_security_protocol  # SASL_PLAINTEXT, or SASL_SSL with a certificate
     updates = {
-        "listeners": f"SASL_PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
-        "advertised.listeners": f"SASL_PLAINTEXT://127.0.0.1:{port}",
-        "inter.broker.listener.name": "SASL_PLAINTEXT",
-        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+        "listeners": f"{protocol}://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
+        "advertised.listeners": f"{protocol}://127.0.0.1:{port}",
+        "inter.broker.listener.name": protocol,
+        "listener.security.protocol.map": f"CONTROLLER:PLAINTEXT,{protocol}:{protocol}",
         "sasl.enabled.mechanisms": "PLAIN",
         "sasl.mechanism.inter.broker.protocol": "PLAIN",
-        "listener.name.sasl_plaintext.plain.sasl.jaas.config": jaas,
+        f"listener.name.{protocol.lower()}.plain.sasl.jaas.config": jaas,
     }
+    if config.tls_cert_file:
+        # PEM files as they are (Kafka reads PEM since 2.7): the key and its chain in one keystore
+        # file, and the CA as the truststore the broker's own inter-broker connection checks
+        keystore = _private_file(Path(config.home).absolute() / "kafka-keystore.pem")
+        keystore.write_text(Path(config.tls_key_file).read_text() + Path(config.tls_cert_file).read_text())
+        updates |= {
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(keystore),
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": config.kafka_ssl_cafile,
+        }
     lines = text.splitlines()
     for key, value in updates.items():
         found = [i for i, line in enumerate(lines) if line.startswith(key + "=")]
