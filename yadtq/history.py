@@ -9,8 +9,9 @@ with nothing from Redis, so it works after every process, Redis included, has re
 
 A worker declared dead is not an event a worker publishes about itself: replay infers it from a
 worker whose heartbeats stop without a ``stopped`` event (``state`` ``dead``; its ``last_heartbeat``
-is when it went silent). A worker killed with SIGKILL loses the records it had not sent yet (a few
-milliseconds' worth); the worker that runs its task next publishes that task's later steps.
+is when it went silent). A worker killed with SIGKILL loses the records it had not sent yet (a
+tenth of a second's worth, see ``AsyncSink.linger``); the worker that runs its task next publishes
+that task's later steps.
 """
 
 from __future__ import annotations
@@ -32,13 +33,11 @@ if TYPE_CHECKING:
 
 #: Replay reads at most this long before it returns what it has (and says it stopped early).
 REPLAY_TIMEOUT = 30.0
-#: Event log records are small; a short linger batches a busy worker's records into few requests.
-#: It is also about what a SIGKILLed worker loses: the records it had not sent yet.
-LINGER_MS = 10
 
 
 class EventLog(AsyncSink):
-    """The worker hook that publishes lifecycle events to ``NS.events`` (JSON, keyed by worker)."""
+    """The worker hook that publishes lifecycle events to ``NS.events`` (JSON arrays of events,
+    keyed by worker)."""
 
     name = "event-log"
 
@@ -87,16 +86,15 @@ class EventLog(AsyncSink):
         from kafka import KafkaProducer
 
         ensure_topic(self.config)
-        self._producer = KafkaProducer(
-            **self.config.kafka_options(), acks="all", linger_ms=LINGER_MS, max_block_ms=5000
-        )
+        self._producer = KafkaProducer(**self.config.kafka_options(), acks="all", max_block_ms=5000)
 
     def write(self, batch: list[dict[str, Any]]) -> None:
+        """One Kafka record per batch, a JSON array of events: a send costs this thread about as
+        much CPU as the worker spends on a quick task, so one per event would halve its rate."""
         if self._producer is None:
             self.open_sink()
-        for record in batch:
-            data = json.dumps(record, separators=(",", ":"), default=str).encode()
-            self._producer.send(self.config.events_topic, data, key=str(record.get("worker", "")).encode())
+        data = json.dumps(batch, separators=(",", ":"), default=str).encode()
+        self._producer.send(self.config.events_topic, data, key=batch[0]["worker"].encode())
 
     def close_sink(self) -> None:
         if self._producer is not None:
@@ -178,7 +176,7 @@ def replay(config: Config, since: float | None = None, timeout: float = REPLAY_T
     deadline = time.monotonic() + timeout
     raw, events_done = read_topic(config, config.events_topic, since, timeout)
     submitted, tasks_done = read_topic(config, config.task_topic, since, max(deadline - time.monotonic(), 1.0))
-    events = [json.loads(r.value) for r in raw]
+    events = [event for r in raw for event in _events(r.value)]
     submits = [_submit(r) for r in submitted]
     return Replay(
         tasks=_tasks(events, [s for s in submits if s]),
@@ -187,6 +185,12 @@ def replay(config: Config, since: float | None = None, timeout: float = REPLAY_T
         events=_events_frame(events),
         complete=events_done and tasks_done,
     )
+
+
+def _events(value: bytes) -> list[dict[str, Any]]:
+    """The events of one record: a batch (a JSON array), or one event as older workers wrote."""
+    decoded = json.loads(value)
+    return decoded if isinstance(decoded, list) else [decoded]
 
 
 def _submit(record: Any) -> dict[str, Any] | None:
