@@ -30,6 +30,7 @@ from tests.conftest import live_workers, record_figures, submit_until_accepted
 from tests.ops_fixture import executions_key
 from yadtq import Client, ServiceUnavailable, services
 from yadtq.audit import Audit, audit, execution_counts
+from yadtq.client import OVERDUE_AFTER
 from yadtq.config import Config
 from yadtq.pool import Pool
 
@@ -256,3 +257,31 @@ def test_a_submit_that_raised_while_kafka_was_frozen_never_runs(
         assert counts["refused"] == 0, "a submit that raised was executed"
         assert all("refused" not in json.dumps(t.get("args")) for t in tasks.values()), tasks
         assert len(tasks) == 2, f"expected the records of 'before' and 'after' only: {tasks}"
+
+
+def test_a_fast_submit_nobody_asks_about_is_withdrawn_when_kafka_never_answers(
+    private_services: Config, make_private: Callable[..., Config], tmp_path: Path, wait_for
+) -> None:
+    """The program never calls ``accepted`` or ``flush``: the client's own watch withdraws the task
+    that Kafka left unanswered, so no ``queued`` record waits for a message that may never come,
+    and the message the resumed broker may still append never runs."""
+    config = make_private(imports=PROBE, submit_timeout=3.0)
+    with Client(config) as client, Pool(config, log_dir=tmp_path) as pool:
+        pool.start(1)
+        wait_for(live_workers(client, 1), timeout=60, what="a worker")
+        assert client.submit_with("lab.work", [0.0, "before"], wait=True).result(timeout=30) == 1
+        pid = frozen(private_services)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            handle = client.submit("lab.work", 0.0, "unasked")
+            assert client.backend.task(handle.id) is not None  # recorded as queued
+            overdue = config.submit_timeout + OVERDUE_AFTER + 10
+            wait_for(lambda: client.backend.task(handle.id) is None, timeout=overdue, what="the withdrawal")
+            with pytest.raises(ServiceUnavailable, match=f"Kafka did not accept task {handle.id}"):
+                client.result(handle.id, timeout=5)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert client.submit_with("lab.work", [0.0, "after"], wait=True).result(timeout=60) == 1
+        time.sleep(config.submit_timeout)  # a late append of the withdrawn message has every chance
+        assert execution_counts(client.backend, {"unasked": "unasked"})["unasked"] == 0
+        assert client.status(handle.id).value == "unknown"

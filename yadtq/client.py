@@ -9,6 +9,8 @@ acknowledgement; if Kafka does not acknowledge in time the record is taken back 
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -63,9 +65,14 @@ WORKER_COLUMNS = [
     "last_heartbeat",
     "started_at",
 ]
+log = logging.getLogger(__name__)
 MAX_TIME_LIMIT = 24 * 3600.0
 #: Acknowledgements a client keeps track of before it drops the ones already in.
 UNACKED_KEPT = 100_000
+#: A fast submit that Kafka has neither acknowledged nor refused this long after its
+#: ``submit_timeout`` is withdrawn by the client's watch thread, asked or not (kafka-python's
+#: producer can leave a send unanswered for good after the broker is SIGKILLed).
+OVERDUE_AFTER = 5.0
 #: Worker states (as ``Client.workers`` shows them) of a worker that is not running any more.
 GONE_STATES = frozenset({"stopped", "dead", "unresponsive"})
 #: The error for an ambiguous id prefix lists at most this many of its matches.
@@ -118,8 +125,12 @@ class Client:
         self.backend = Backend(self.config)
         self.broker = Broker(self.config)
         self.outbox = Outbox(self.backend, self.config.submit_timeout)
-        self._unacked: deque[tuple[str, Any]] = deque()  # (task id, Kafka future) of fast submits
+        # (task id, Kafka future, monotonic send time) of fast submits, oldest first
+        self._unacked: deque[tuple[str, Any, float]] = deque()
+        self._unacked_lock = threading.Lock()
         self._refused: dict[str, str] = {}  # task id -> why Kafka did not take it
+        self._watch: threading.Thread | None = None
+        self._closing = threading.Event()
 
     # --- submitting --------------------------------------------------------------------------
     def submit(self, op: str, *args: Any, **kwargs: Any) -> TaskHandle:
@@ -151,9 +162,13 @@ class Client:
             future = self.broker.send(msg.encode(), key=msg.id)
             self.outbox.record(msg)
             future.add_errback(self._refused_by_kafka, msg.id)
-            self._unacked.append((msg.id, future))
-            if len(self._unacked) > UNACKED_KEPT:
-                self._forget_acked()
+            with self._unacked_lock:
+                self._unacked.append((msg.id, future, time.monotonic()))
+                if len(self._unacked) > UNACKED_KEPT:
+                    self._unacked = deque(u for u in self._unacked if not u[1].succeeded())
+            if self._watch is None:
+                self._watch = threading.Thread(target=self._watch_overdue, name="yadtq-overdue", daemon=True)
+                self._watch.start()
             return TaskHandle(self, msg.id, future)
         self.backend.submit(msg)
         try:
@@ -173,9 +188,10 @@ class Client:
             self.broker.flush()
         except ServiceUnavailable:
             pass  # judged message by message below
-        refused = [task_id for task_id, future in self._unacked if future.failed()]
-        unanswered = [task_id for task_id, future in self._unacked if not future.is_done]
-        self._unacked.clear()
+        with self._unacked_lock:
+            pending, self._unacked = self._unacked, deque()
+        refused = [task_id for task_id, future, _ in pending if future.failed()]
+        unanswered = [task_id for task_id, future, _ in pending if not future.is_done]
         self.outbox.flush()
         refused += [task_id for task_id in unanswered if self._withdraw(task_id)]
         if refused:
@@ -198,9 +214,22 @@ class Client:
         self._refused[task_id] = f"{type(exc).__name__}: {exc}"
         self.outbox.take_back(task_id)
 
-    def _forget_acked(self) -> None:
-        """Keep only the futures still pending or failed, so a long-running client stays small."""
-        self._unacked = deque((i, f) for i, f in self._unacked if not f.succeeded())
+    def _watch_overdue(self) -> None:
+        """(Its own thread.) Withdraw fast submits that Kafka left unanswered well past their
+        timeout, so that a program that never calls ``accepted`` or ``flush`` leaves no ``queued``
+        record behind a message that never arrived; the acknowledged ones are forgotten."""
+        while not self._closing.wait(1.0):
+            limit = time.monotonic() - self.config.submit_timeout - OVERDUE_AFTER
+            with self._unacked_lock:
+                overdue = [u for u in self._unacked if not u[1].is_done and u[2] < limit]
+                kept = (u for u in self._unacked if u[1].failed() or (not u[1].is_done and u[2] >= limit))
+                self._unacked = deque(kept)  # failed ones stay for flush() to name
+            for task_id, future, sent in overdue:
+                try:
+                    self._withdraw(task_id)
+                except ServiceUnavailable:  # Redis is away too: try again next round
+                    with self._unacked_lock:
+                        self._unacked.appendleft((task_id, future, sent))
 
     def build(
         self, op: str, args: list[Any] | tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None, **options: Any
@@ -385,8 +414,20 @@ class Client:
         return task_logs(self.config, task_id)
 
     def close(self) -> None:
-        self.outbox.close()
+        """Send what the producer holds (within its timeout); a fast submit still unanswered then is
+        withdrawn, as ``flush`` would, so closing never leaves a record behind a lost message."""
+        self._closing.set()
+        if self._watch is not None:
+            self._watch.join(timeout=self.config.submit_timeout + 5)
         self.broker.close()
+        with self._unacked_lock:
+            unanswered = [task_id for task_id, future, _ in self._unacked if not future.is_done]
+        for task_id in unanswered:
+            try:
+                self._withdraw(task_id)
+            except ServiceUnavailable as exc:
+                log.warning("task %s: Kafka never answered, and it could not be withdrawn: %s", task_id, exc)
+        self.outbox.close()
         self.backend.close()
 
     def __enter__(self) -> Client:
