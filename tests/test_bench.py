@@ -34,3 +34,13 @@ def test_the_comparison_table_gives_ratios_to_yadtq() -> None:
     lines = table(medians).splitlines()
     assert lines[2].startswith("| yadtq |") and "| 1.00 | 1.00 |" in lines[2]
     assert lines[3].startswith("| huey |") and lines[3].endswith("| 2.00 | 0.50 |")
+
+
+def test_the_cpu_budget_accounts_for_every_process(base_config) -> None:
+    import cpu_budget
+
+    result = cpu_budget.measure(tasks=300, workers=1)
+    spent = result["cpu_us_per_task"]
+    assert set(spent) == {"kafka broker", "redis", "workers", "executors", "client"}
+    assert spent["workers"] > 0 and spent["client"] > 0 and spent["kafka broker"] > 0, spent
+    assert result["cpu_bound_drain_per_s"] > 0

@@ -1,0 +1,110 @@
+"""CPU per task, by process: where a drain's CPU goes, and what bounds the rate on this machine.
+
+    python bench/cpu_budget.py [--tasks 5000] [--workers 2]
+
+Submits ``add(i, i)`` one call at a time (the workload of bench/compare.py), fetches every result,
+and reads each process's CPU time (user + system, from /proc) before and after: the Kafka broker,
+Redis, the workers, their executors and this client. On a machine of C cores, no drain can be
+faster than C seconds of CPU divided by the CPU one task costs in all of them together; the rows
+say which process to make cheaper. Writes bench/results/cpu_budget.json. Linux only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from throughput import RESULTS
+
+from yadtq import Client, Config, Pool
+from yadtq.broker import Broker
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU of one process (all its threads), 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, timeout=10).stdout
+    return [int(p) for p in out.split()]
+
+
+def service_pid(config: Config, name: str) -> int:
+    state = json.loads(config.services_file.read_text())
+    return int(state[f"{name}_pid"])
+
+
+def measure(tasks: int, workers: int) -> dict[str, Any]:
+    config = Config.from_env(namespace=f"cpu{uuid.uuid4().hex[:8]}", log_level="WARNING")
+    with Client(config) as client, Pool(config) as pool:
+        try:
+            started = pool.start(workers)
+            deadline = time.monotonic() + 60
+            while len(client.workers(live_only=True)) < workers and time.monotonic() < deadline:
+                time.sleep(0.1)
+            warm = [client.submit("add", i, i) for i in range(200)]
+            assert [h.result(timeout=60) for h in warm] == [2 * i for i in range(200)]
+            time.sleep(1)
+            worker_pids = [w.pid for w in started]
+            processes = {
+                "kafka broker": [service_pid(config, "kafka")],
+                "redis": [service_pid(config, "redis")],
+                "workers": worker_pids,
+                "executors": [c for pid in worker_pids for c in children(pid)],
+                "client": [os.getpid()],
+            }
+            before = {k: sum(map(cpu_seconds, pids)) for k, pids in processes.items()}
+            start = time.perf_counter()
+            handles = [client.submit("add", i, i) for i in range(tasks)]
+            assert [h.result(timeout=300) for h in handles] == [2 * i for i in range(tasks)]
+            wall = time.perf_counter() - start
+            after = {k: sum(map(cpu_seconds, pids)) for k, pids in processes.items()}
+        finally:
+            pool.close()
+            client.backend.purge()
+            Broker(config).delete_topics()
+    per_task = {k: round((after[k] - before[k]) / tasks * 1e6) for k in processes}
+    total = sum(per_task.values())
+    cores = os.cpu_count() or 1
+    return {
+        "tasks": tasks,
+        "workers": workers,
+        "drain_per_s": round(tasks / wall),
+        "cpu_us_per_task": per_task,
+        "cpu_us_per_task_total": total,
+        "cores": cores,
+        "cpu_bound_drain_per_s": round(cores / (total / 1e6)),
+        "load_avg": os.getloadavg()[0],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", type=int, default=5000)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    result = measure(args.tasks, args.workers)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "cpu_budget.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"drain {result['drain_per_s']}/s over {result['tasks']} tasks, {result['workers']} workers")
+    for name, us in result["cpu_us_per_task"].items():
+        print(f"  {name:14} {us:6,} µs of CPU per task")
+    bound = f"at most {result['cpu_bound_drain_per_s']:,}/s on {result['cores']} cores"
+    print(f"  {'all':14} {result['cpu_us_per_task_total']:6,} µs: {bound}")
+
+
+if __name__ == "__main__":
+    main()
