@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from throughput import RESULTS
+from throughput import RESULTS, start_warm
 
 from yadtq import Client, Config, Pool
 from yadtq.broker import Broker
@@ -51,13 +51,7 @@ def measure(tasks: int, workers: int) -> dict[str, Any]:
     config = Config.from_env(namespace=f"cpu{uuid.uuid4().hex[:8]}", log_level="WARNING")
     with Client(config) as client, Pool(config) as pool:
         try:
-            started = pool.start(workers)
-            deadline = time.monotonic() + 60
-            while len(client.workers(live_only=True)) < workers and time.monotonic() < deadline:
-                time.sleep(0.1)
-            warm = [client.submit("add", i, i) for i in range(200)]
-            assert [h.result(timeout=60) for h in warm] == [2 * i for i in range(200)]
-            time.sleep(1)
+            started = start_warm(client, pool, workers)
             worker_pids = [w.pid for w in started]
             processes = {
                 "kafka broker": [service_pid(config, "kafka")],

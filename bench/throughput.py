@@ -81,6 +81,18 @@ def quiet_redis(client: Client, timeout: float = 600.0) -> None:
     raise TimeoutError(f"Redis still rewriting its append-only file after {timeout:g}s")
 
 
+def start_warm(client: Client, pool: Pool, workers: int) -> list[Any]:
+    """Start the workers, wait (60 s at most) until they are live, and warm them with 200 tasks."""
+    started = pool.start(workers)
+    deadline = time.monotonic() + 60
+    while len(client.workers(live_only=True)) < workers and time.monotonic() < deadline:
+        time.sleep(0.1)
+    warm = [client.submit("add", i, i) for i in range(200)]
+    assert [h.result(timeout=60) for h in warm] == [2 * i for i in range(200)]
+    time.sleep(1)
+    return started
+
+
 def measure(
     tasks: int = 10_000,
     workers: int = 2,
@@ -114,13 +126,7 @@ def measure(
         try:
             if stored:
                 fill(client, stored)
-            started = pool.start(workers)
-            deadline = time.monotonic() + 60
-            while len(client.workers(live_only=True)) < workers and time.monotonic() < deadline:
-                time.sleep(0.1)
-            warm = [client.submit("add", i, i) for i in range(200)]
-            assert [h.result(timeout=60) for h in warm] == [2 * i for i in range(200)]
-            time.sleep(1)
+            started = start_warm(client, pool, workers)
 
             start = time.perf_counter()
             handles = [client.submit(task(i)[0], *task(i)[1]) for i in tqdm(range(tasks), desc="submit", mininterval=1)]

@@ -20,8 +20,9 @@ included) in every worker, and a worker has no use for numpy and pandas.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from yadtq._lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from yadtq.lab.result import Result
@@ -42,10 +43,7 @@ _HOME = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _HOME:
-        return getattr(importlib.import_module(_HOME[name]), name)
-    raise AttributeError(f"module 'yadtq.lab' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _HOME)
 
 
 __all__ = [
