@@ -475,6 +475,8 @@ _BAD_CREDENTIAL = set('"\\; \t\r\n')
 def _check_secure(config: Config) -> None:
     """With ``secure``, the credentials must be given (no default password) and be plain tokens."""
     if not config.secure:
+        if config.tls_cert_file:
+            raise ServiceError("YADTQ_TLS_CERT_FILE is for secured services: set YADTQ_SECURE=1 as well")
         return
     protocol = "SASL_SSL" if config.tls_cert_file else "SASL_PLAINTEXT"
     if config.kafka_security_protocol != protocol or config.kafka_sasl_mechanism != "PLAIN":

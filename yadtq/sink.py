@@ -2,9 +2,9 @@
 
 Hooks run on the worker's runner and heartbeat threads, between claim and store: a slow or absent
 sink (Kafka down, Redis slow) must cost the worker nothing. So a hook only appends a record to a
-bounded queue; one daemon thread writes batches, a few a second. A full queue drops the record and a failed write
-is logged, at most once per :data:`WARN_EVERY` seconds, never raised. When the worker stops, the
-thread gets :data:`DRAIN_SECONDS` to write what is left.
+bounded queue; one daemon thread writes batches, a few a second. A full queue drops the record, and
+a failed write is logged, at most once per :data:`WARN_EVERY` seconds, never raised. When the worker
+stops, the thread gets :data:`DRAIN_SECONDS` to write what is left.
 """
 
 from __future__ import annotations
@@ -97,7 +97,8 @@ class AsyncSink(Hooks):
         except Exception as exc:
             self._warn("%s: cannot open: %s", self.name, exc)
         while True:
-            self._ready.wait()
+            if not self._ready.wait(timeout=1.0):
+                continue  # nothing yet (a bounded wait, so the thread never blocks for good)
             if not self._stopping:
                 time.sleep(self.linger)  # let the batch gather
             self._ready.clear()  # before taking: a record put from here on sets it again

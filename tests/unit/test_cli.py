@@ -58,3 +58,34 @@ def test_workers_lists_the_gone_ones_only_when_asked() -> None:
     assert parser.parse_args(["workers"]).all is False
     assert parser.parse_args(["workers", "--all"]).all is True
     assert parser.parse_args(["result", "3f0c9e6a", "--timeout", "2"]).timeout == 2.0
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"YADTQ_TLS_CERT_FILE": "/tmp/cert.pem"}, "YADTQ_TLS_CERT_FILE is for secured services: set YADTQ_SECURE=1"),
+        (
+            {
+                "YADTQ_SECURE": "1",
+                "YADTQ_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+                "YADTQ_KAFKA_SASL_MECHANISM": "PLAIN",
+            },
+            "secure services need YADTQ_KAFKA_SASL_USERNAME",
+        ),
+        (
+            {"YADTQ_SECURE": "1", "YADTQ_TLS_CERT_FILE": "/nowhere/cert.pem", "YADTQ_KAFKA_SASL_MECHANISM": "PLAIN"},
+            "YADTQ_KAFKA_SECURITY_PROTOCOL=SASL_SSL",
+        ),
+    ],
+    ids=["tls-without-secure", "secure-without-credentials", "tls-with-the-plain-protocol"],
+)
+def test_up_refuses_incomplete_security_settings_before_starting_anything(
+    env: dict[str, str], says: str, tmp_path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("YADTQ_HOME", str(tmp_path))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert cli.main(["up"]) == 3  # the code of a service that cannot be started as configured
+    err = capsys.readouterr().err
+    assert says in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "services.json").exists()
