@@ -37,6 +37,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tqdm import tqdm  # noqa: E402
+
 from yadtq import Client, Config, Pool, ServiceUnavailable, services  # noqa: E402
 from yadtq.audit import audit, execution_counts  # noqa: E402
 from yadtq.client import TaskHandle  # noqa: E402
@@ -123,9 +125,11 @@ def run(args: argparse.Namespace, services_config: Config) -> dict[str, Any]:
         refused_at_submit = 0
         gone: set[str] = set()  # workers we killed, or already counted as crashed
         crashed: list[str] = []
+        bar = tqdm(total=args.tasks, desc="submitted", unit="task", mininterval=1)
         while submitted < args.tasks:
             now = time.monotonic()
             due = min(args.tasks, int((now - began) * rate) + 1)
+            bar.update(due - submitted)
             while submitted < due:
                 token = f"s{submitted}"
                 try:
@@ -151,6 +155,7 @@ def run(args: argparse.Namespace, services_config: Config) -> dict[str, Any]:
                     )
             crashed += supervise(pool, args.workers, gone)
             time.sleep(0.05)
+        bar.close()
         submit_seconds = time.monotonic() - began
         accepted: dict[str, str] = {}
         refused: dict[str, str] = {}
@@ -167,14 +172,18 @@ def run(args: argparse.Namespace, services_config: Config) -> dict[str, Any]:
         except ServiceUnavailable as exc:
             print(f"  flush: {exc}")
         settle_deadline = time.monotonic() + args.settle
+        bar = tqdm(total=len(accepted), desc="final", unit="task", mininterval=1)
         while time.monotonic() < settle_deadline:
             crashed += supervise(pool, args.workers, gone)
             try:
-                if audit(client.backend, accepted).unfinished == 0:
+                unfinished = audit(client.backend, accepted).unfinished
+                bar.update(len(accepted) - unfinished - bar.n)
+                if unfinished == 0:
                     break
             except ServiceUnavailable:
                 pass
             time.sleep(2)
+        bar.close()
         done_seconds = time.monotonic() - began
         report = audit(client.backend, accepted, executions=execution_counts(client.backend, accepted))
         refused_runs = sum(execution_counts(client.backend, {**refused, **unresolved}).values())

@@ -285,3 +285,32 @@ def test_a_fast_submit_nobody_asks_about_is_withdrawn_when_kafka_never_answers(
         time.sleep(config.submit_timeout)  # a late append of the withdrawn message has every chance
         assert execution_counts(client.backend, {"unasked": "unasked"})["unasked"] == 0
         assert client.status(handle.id).value == "unknown"
+
+
+def test_a_client_submitting_through_a_kafka_sigkill_keeps_working_after_it(
+    private_services: Config, make_private: Callable[..., Config], tmp_path: Path, wait_for
+) -> None:
+    """Fast submits in flight when the broker is SIGKILLed: each is acknowledged, refused or
+    withdrawn, and once Kafka is back the same client submits again (kafka-python's idempotent
+    producer used to stay wedged here: no send was ever answered again)."""
+    config = make_private(submit_timeout=3.0)
+    with Client(config) as client, Pool(config, log_dir=tmp_path) as pool:
+        pool.start(1)
+        wait_for(live_workers(client, 1), timeout=60, what="a worker")
+        handles = []
+        began = time.monotonic()
+        while time.monotonic() - began < 2:  # a stream of submits, some in flight at the kill
+            handles.append(client.submit("add", 1, 2))
+            time.sleep(0.005)
+        services.stop(private_services, "kafka", signal=signal.SIGKILL)
+        services.start(private_services, "kafka")
+        assert submit_until_accepted(client, 90).result(timeout=60) == 3, "the client's producer stayed wedged"
+        answered = config.submit_timeout + OVERDUE_AFTER + 10
+        wait_for(lambda: all(h._sent is None or h._sent.is_done for h in handles), timeout=answered, what="answers")
+        for handle in handles:  # accepted ones run; the others leave nothing behind
+            try:
+                handle.accepted(timeout=1)
+            except ServiceUnavailable:
+                assert client.backend.task(handle.id) is None
+            else:
+                assert handle.result(timeout=60) == 3

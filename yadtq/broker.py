@@ -106,6 +106,11 @@ class Broker:
                         **self.config.kafka_options(),
                         acks="all",
                         linger_ms=0,
+                        # kafka-python's idempotent producer (its default) can wedge for good after
+                        # a broker crash with sends in flight: no later send is ever answered. The
+                        # queue needs no producer idempotence: a duplicate message is a redelivery,
+                        # and the claim (keyed by task id) runs it once.
+                        enable_idempotence=False,
                         max_block_ms=half_ms,
                         request_timeout_ms=half_ms,
                         delivery_timeout_ms=half_ms,
