@@ -12,6 +12,7 @@ command -v mvn >/dev/null 2>&1 || required+=(maven)
 optional=()
 command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 || optional+=(docker-compose)
 command -v chromium >/dev/null 2>&1 || optional+=(chromium)
+command -v openssl >/dev/null 2>&1 || optional+=(openssl)
 
 wanted=("${required[@]}" "${optional[@]}")
 [ ${#wanted[@]} -eq 0 ] && exit 0
