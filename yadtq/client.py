@@ -67,8 +67,6 @@ WORKER_COLUMNS = [
 ]
 log = logging.getLogger(__name__)
 MAX_TIME_LIMIT = 24 * 3600.0
-#: Acknowledgements a client keeps track of before it drops the ones already in.
-UNACKED_KEPT = 100_000
 #: A fast submit that Kafka has neither acknowledged nor refused this long after its
 #: ``submit_timeout`` is withdrawn by the client's watch thread, asked or not (kafka-python's
 #: producer can leave a send unanswered for good after the broker is SIGKILLed).
@@ -162,10 +160,8 @@ class Client:
             future = self.broker.send(msg.encode(), key=msg.id)
             self.outbox.record(msg)
             future.add_errback(self._refused_by_kafka, msg.id)
-            with self._unacked_lock:
+            with self._unacked_lock:  # the watch thread forgets the acknowledged ones every second
                 self._unacked.append((msg.id, future, time.monotonic()))
-                if len(self._unacked) > UNACKED_KEPT:
-                    self._unacked = deque(u for u in self._unacked if not u[1].succeeded())
             if self._watch is None:
                 self._watch = threading.Thread(target=self._watch_overdue, name="yadtq-overdue", daemon=True)
                 self._watch.start()
