@@ -92,6 +92,15 @@ class Watched:
         self.shot(name)
         return task_id
 
+    def start_workers_and_submit(self, start: Any, workers: int, started: str, shot: str) -> None:
+        """Press Start Workers for ``workers``, wait for the ``started`` message, press Submit Task,
+        and wait (60 s) until the task table shows a success, saving ``shot``."""
+        self.page.get_by_role("spinbutton", name="Workers:").fill(str(workers))
+        start.click()
+        self.page.locator("div.widget-label", has_text=started).wait_for(timeout=30_000)
+        self.page.get_by_role("button", name="Submit Task").click()
+        self.wait_for_success(60, shot)
+
     def check_clean(self) -> None:
         assert "Error displaying widget" not in self.page.content()
         assert not self.errors, f"browser console errors: {self.errors}"
@@ -197,11 +206,7 @@ def test_quickstart_in_jupyterlab_updates_itself(browser: Any, lab: tuple[str, P
         namespace = re.search(r"quickstart-[0-9a-f]{8}", page.content()).group(0)  # type: ignore[union-attr]
         start.scroll_into_view_if_needed()
         watched.shot("lab-1-dashboard")
-        page.get_by_role("spinbutton", name="Workers:").fill("1")
-        start.click()
-        page.locator("div.widget-label", has_text="started worker-4").wait_for(timeout=30_000)
-        page.get_by_role("button", name="Submit Task").click()
-        watched.wait_for_success(60, "lab-2-task-success")
+        watched.start_workers_and_submit(start, 1, "started worker-4", "lab-2-task-success")
         page.locator("img").last.scroll_into_view_if_needed()
         watched.shot("lab-3-live-plots")
         watched.check_clean()
@@ -222,11 +227,7 @@ def test_voila_dashboard_page_updates_itself_and_stops_its_workers(browser: Any,
             start = page.get_by_role("button", name="Start Workers")
             start.wait_for(timeout=120_000)
             watched.shot("voila-1-page")
-            page.get_by_role("spinbutton", name="Workers:").fill("2")
-            start.click()
-            page.locator("div.widget-label", has_text="started worker-1, worker-2").wait_for(timeout=30_000)
-            page.get_by_role("button", name="Submit Task").click()
-            watched.wait_for_success(60, "voila-2-task-success")
+            watched.start_workers_and_submit(start, 2, "started worker-1, worker-2", "voila-2-task-success")
             watched.check_clean()
             page.close()
         with Client(config) as client:  # Voila stopped its kernel; the kernel's pool its workers

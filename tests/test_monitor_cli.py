@@ -12,6 +12,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,26 @@ from yadtq.config import Config
 from yadtq.standalone import free_port
 
 pytestmark = pytest.mark.services
+
+
+@contextmanager
+def serving(config: Config, *args: str, wait: float) -> Iterator[str]:
+    """Run ``yadtq ARGS`` (a command that serves until stopped) and yield the first line it prints;
+    terminate it afterwards and wait up to ``wait`` seconds for it to exit."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "yadtq", *args],
+        env={**os.environ, **config.to_env()},
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        yield proc.stdout.readline().strip()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=wait)
 
 
 @pytest.fixture(scope="module")
@@ -101,21 +122,9 @@ def test_report_is_one_self_contained_html_file(ran: Config, finished: dict[str,
 def test_metrics_describe_the_queue(ran: Config, finished: dict[str, str]) -> None:
     config = ran
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "yadtq", "monitor", "--metrics-port", str(port), "--duration", "20"],
-        env={**os.environ, **config.to_env()},
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == f"metrics at http://127.0.0.1:{port}/metrics (Ctrl-C to stop)"
+    with serving(config, "monitor", "--metrics-port", str(port), "--duration", "20", wait=15) as first_line:
+        assert first_line == f"metrics at http://127.0.0.1:{port}/metrics (Ctrl-C to stop)"
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=15).read().decode()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
     assert 'yadtq_tasks{status="success"} 4.0' in text and 'yadtq_tasks{status="failed"} 1.0' in text
     assert "yadtq_queue_depth 0.0" in text
     assert 'yadtq_task_latency_seconds_bucket{le="+Inf"} 5.0' in text
@@ -151,21 +160,9 @@ def test_a_taken_metrics_port_is_one_line(config: Config, capsys: pytest.Capture
 
 def test_dashboard_command_serves_on_loopback_and_prints_the_url(config: Config) -> None:
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "yadtq", "dashboard", "--port", str(port), "--duration", "60"],
-        env={**os.environ, **config.to_env()},
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == f"dashboard at http://127.0.0.1:{port}/ (Ctrl-C to stop)"
+    with serving(config, "dashboard", "--port", str(port), "--duration", "60", wait=40) as first_line:
+        assert first_line == f"dashboard at http://127.0.0.1:{port}/ (Ctrl-C to stop)"
         with socket.create_connection(("127.0.0.1", port), timeout=5):
             pass
-    finally:
-        proc.terminate()
-        proc.wait(timeout=40)
     with pytest.raises(OSError):  # Voila went with it
         socket.create_connection(("127.0.0.1", port), timeout=2).close()

@@ -17,6 +17,7 @@ import pytest
 from tests.conftest import live_workers, record_figures
 from yadtq import Client
 from yadtq.audit import audit, execution_counts
+from yadtq.client import TaskHandle
 from yadtq.config import Config
 from yadtq.lab.probe import exec_key
 from yadtq.pool import Pool
@@ -53,6 +54,17 @@ def started(client: Client, task_id: str, token: str, wait_for: Callable[..., ob
     return str(wait_for(lambda: holder(client, task_id), timeout=10, what="the task's holder"))
 
 
+def running_on_one_of_two(
+    client: Client, pool: Pool, seconds: float, token: str, wait_for: Callable[..., object]
+) -> tuple[TaskHandle, str]:
+    """Start two workers, wait until both own partitions, submit ``lab.work(seconds, token)`` and
+    wait until it runs; its handle, and the worker running it."""
+    pool.start(2)
+    wait_for(owning(client, 2), timeout=60, what="2 workers owning partitions")
+    handle = client.submit_with("lab.work", [seconds, token], wait=True)
+    return handle, started(client, handle.id, token, wait_for)
+
+
 def notes(client: Client, task_id: str) -> list[str]:
     return [h.get("note") or "" for h in client.history(task_id)]
 
@@ -67,10 +79,7 @@ def test_the_reaper_alone_requeues_a_killed_workers_task(make_config, tmp_path, 
     """Kafka's redelivery is made slow (a 30 s session timeout), so only the reaper can be this fast."""
     config = make_config(imports=PROBE, session_timeout=30.0, max_poll_interval=40.0)
     with Client(config) as client, Pool(config, log_dir=tmp_path) as pool:
-        pool.start(2)
-        wait_for(owning(client, 2), timeout=60, what="2 workers owning partitions")
-        handle = client.submit_with("lab.work", [1.0, "reaped"], wait=True)
-        victim = started(client, handle.id, "reaped", wait_for)
+        handle, victim = running_on_one_of_two(client, pool, 1.0, "reaped", wait_for)
         pool.kill(victim)
         killed = time.time()
         assert handle.result(timeout=config.session_timeout - 5) == 2, "lab.work returns its execution count"
@@ -91,10 +100,7 @@ def test_kafka_redelivery_alone_with_the_reaper_off(make_config, tmp_path, wait_
     claim script takes it over from the silent holder."""
     config = make_config(imports=PROBE, reaper=False)
     with Client(config) as client, Pool(config, log_dir=tmp_path) as pool:
-        pool.start(2)
-        wait_for(owning(client, 2), timeout=60, what="2 workers owning partitions")
-        handle = client.submit_with("lab.work", [1.0, "redelivered"], wait=True)
-        victim = started(client, handle.id, "redelivered", wait_for)
+        handle, victim = running_on_one_of_two(client, pool, 1.0, "redelivered", wait_for)
         pool.kill(victim)
         killed = time.time()
         assert handle.result(timeout=30) == 2
@@ -116,10 +122,7 @@ def test_a_paused_worker_runs_the_task_twice_and_its_late_result_is_discarded(ma
     second execution that docs/reliability.md admits."""
     config = make_config(imports=PROBE)
     with Client(config) as client, Pool(config, log_dir=tmp_path) as pool:
-        pool.start(2)
-        wait_for(owning(client, 2), timeout=60, what="2 workers owning partitions")
-        handle = client.submit_with("lab.work", [3.0, "paused"], wait=True)
-        victim = started(client, handle.id, "paused", wait_for)
+        handle, victim = running_on_one_of_two(client, pool, 3.0, "paused", wait_for)
         group = pool.processes[victim].pid  # the worker leads its own process group (its executor is in it)
         os.killpg(group, signal.SIGSTOP)
         try:
