@@ -274,7 +274,7 @@ def test_a_fast_submit_nobody_asks_about_is_withdrawn_when_kafka_never_answers(
         os.kill(pid, signal.SIGSTOP)
         try:
             handle = client.submit("lab.work", 0.0, "unasked")
-            assert client.backend.task(handle.id) is not None  # recorded as queued
+            assert client.status(handle.id).value == "queued"  # the client's read sees its own submit
             overdue = config.submit_timeout + OVERDUE_AFTER + 10
             wait_for(lambda: client.backend.task(handle.id) is None, timeout=overdue, what="the withdrawal")
             with pytest.raises(ServiceUnavailable, match=f"Kafka did not accept task {handle.id}"):
