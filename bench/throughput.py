@@ -82,10 +82,16 @@ def quiet_redis(client: Client, timeout: float = 600.0) -> None:
 
 
 def start_warm(client: Client, pool: Pool, workers: int) -> list[Any]:
-    """Start the workers, wait (60 s at most) until they are live, and warm them with 200 tasks."""
+    """Start the workers, wait (60 s at most) until each one that can have a partition has one,
+    and warm them with 200 tasks. (Live is not enough: a worker still joining the group would sit
+    out the first seconds of the measurement.)"""
     started = pool.start(workers)
+    owners = min(workers, client.config.partitions)
     deadline = time.monotonic() + 60
-    while len(client.workers(live_only=True)) < workers and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
+        live = client.workers(live_only=True)
+        if len(live) >= workers and sum(bool(p) for p in live["partitions"]) >= owners:
+            break
         time.sleep(0.1)
     warm = [client.submit("add", i, i) for i in range(200)]
     assert [h.result(timeout=60) for h in warm] == [2 * i for i in range(200)]

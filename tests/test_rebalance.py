@@ -146,3 +146,23 @@ def test_a_join_and_a_leave_in_a_row_while_two_workers_are_busy(make_config, tmp
         group_changes = rebalances(config) - before
         assert group_changes <= 6, f"{group_changes} rebalances for 2 group changes"
         print(f"8 short tasks done {took[-1]:.2f}s after submission; {group_changes} rebalances")
+
+
+def test_workers_started_together_all_get_partitions_within_seconds_even_with_a_long_session_timeout(
+    make_config, tmp_path, wait_for
+) -> None:
+    """A member learns of a rebalance at its next heartbeat to Kafka. Those used to come every third
+    of the session timeout, so with a 60 s session one of two workers started together could sit
+    idle for up to 20 s while the queue waited (the benchmarks, which lengthen it, saw it)."""
+    config = make_config(session_timeout=60.0, max_poll_interval=60.0, heartbeat_timeout=90.0)
+    with Client(config) as client, Pool(config, log_dir=tmp_path) as pool:
+        first, second = pool.start(2)
+
+        def both_serve() -> bool:
+            if not live_workers(client, 2)():
+                return False
+            mine, theirs = owned(client, first.name), owned(client, second.name)
+            return bool(mine) and bool(theirs) and not mine & theirs
+
+        wait_for(both_serve, timeout=10, what="partitions for both workers")
+        assert owned(client, first.name) | owned(client, second.name) == set(range(config.partitions))

@@ -194,7 +194,9 @@ class Broker:
             auto_offset_reset="earliest",
             max_poll_records=max_poll_records,
             session_timeout_ms=session_ms,
-            heartbeat_interval_ms=max(100, session_ms // 3),
+            # A member learns of a rebalance at its next heartbeat, so a worker that joins waits up
+            # to one interval for the others: at most a second, even with a long session timeout.
+            heartbeat_interval_ms=max(100, min(session_ms // 3, 1000)),
             max_poll_interval_ms=int(self.config.max_poll_interval * 1000),
             fetch_max_wait_ms=100,
             # Short, so a lost response costs seconds: under CPU load kafka-python can drop a

@@ -88,6 +88,8 @@ class Runner:
         self.running: dict[str, Run] = {}  # task id -> run
         self.handled = 0
         self._inbox: deque[Delivery] = deque()
+        #: Below this many messages waiting, the consumer fetches again (nudged awake if paused).
+        self.low = max(1, self.config.prefetch // 2)
         self._parked: list[tuple[float, Delivery, TaskMessage]] = []  # (ask again at, delivery, message)
         self._lock = threading.Lock()
         self._wake_r, self._wake_w = os.pipe()
@@ -221,6 +223,8 @@ class Runner:
                     if not self._inbox:
                         break
                     delivery = self._inbox.popleft()
+                    if len(self._inbox) < self.low:
+                        self.worker.nudge.set()
                 decoded = self._decode(delivery)
                 if decoded is None:
                     continue

@@ -49,9 +49,6 @@ log = logging.getLogger(__name__)
 #: The consumer's poll timeout. Short, so that commits, stops and sheds happen promptly; a poll
 #: returns at once when messages arrive, so it costs no latency.
 POLL_MS = 100
-#: While fetching is paused for backpressure, poll more often so that it resumes before the runner
-#: runs dry.
-PAUSED_POLL_MS = 10
 #: Pause after a Kafka error in the consumer loop (the broker restarting, say) before trying again.
 KAFKA_RETRY = 0.5
 
@@ -80,6 +77,8 @@ class Worker:
         self._committed = threading.Condition()
         self._commit_rounds = 0  # completed passes of _commit(), for await_commit
         self._committing: Any = None  # the asynchronous commit in flight
+        #: Wakes the consumer thread early while fetching is paused (see ``_poll``).
+        self.nudge = threading.Event()
 
     @property
     def handled(self) -> int:
@@ -150,17 +149,23 @@ class Worker:
         )
 
     def _poll(self) -> None:
-        """Fetch into the runner; pause fetching while it has ``prefetch`` messages waiting."""
+        """Fetch into the runner; pause fetching while it has ``prefetch`` messages waiting.
+
+        While paused, the thread sleeps until :attr:`nudge` wakes it (the runner took half its
+        messages, or waits for a commit) or ``POLL_MS`` passes: polling a paused consumer often, to
+        resume in time, cost more CPU than the tasks themselves with eight workers on two cores."""
         assert self._consumer is not None
         stopping = self._stop.is_set()
         waiting = self.runner.waiting()
         if not self._paused and (stopping or waiting >= self.config.prefetch):
             self._consumer.pause(*self._consumer.assignment())
             self._paused = True
-        elif self._paused and not stopping and waiting < max(1, self.config.prefetch // 2):
+        elif self._paused and not stopping and waiting < self.runner.low:
             self._consumer.resume(*self._consumer.assignment())
             self._paused = False
-        batches = self._consumer.poll(timeout_ms=PAUSED_POLL_MS if self._paused else POLL_MS)
+        if self._paused and not stopping and self.nudge.wait(POLL_MS / 1000):
+            self.nudge.clear()
+        batches = self._consumer.poll(timeout_ms=0 if self._paused and not stopping else POLL_MS)
         deliveries = []
         for tp, records in batches.items():
             for record in records:
@@ -194,10 +199,13 @@ class Worker:
     def await_commit(self, timeout: float = 5.0) -> None:
         """Block the runner until the consumer thread has committed what is settled (at most once:
         the commit goes before the run)."""
+        deadline = time.monotonic() + timeout
         with self._committed:
             # Two rounds: the first may have read the ledger before this delivery was settled.
             target = self._commit_rounds + 2
-            self._committed.wait_for(lambda: self._commit_rounds >= target, timeout)
+            while self._commit_rounds < target and time.monotonic() < deadline:
+                self.nudge.set()  # the consumer thread may be asleep, fetching paused
+                self._committed.wait(max(0.0, deadline - time.monotonic()))
 
     def _announce_free(self) -> int:
         """Free slots, as told to the group's leader at each join (see ``assignor.py``)."""
