@@ -126,10 +126,12 @@ class Runner:
         return len(self.slots) - len(self.running)
 
     def busy_since(self) -> float | None:
-        """Since when every slot has been busy (monotonic), or None if one is free."""
-        if self.free() > 0 or not self.running:
+        """Since when every slot has been busy (monotonic), or None if one is free. (Consumer
+        thread: it reads a snapshot, since the runner thread changes ``running`` meanwhile.)"""
+        running = list(self.running.values())
+        if len(running) < len(self.slots) or not running:
             return None
-        return max(run.started for run in self.running.values())
+        return max(run.started for run in running)
 
     def stop(self) -> None:
         """Take no new messages; finish running tasks within ``shutdown_grace``, then hand them back."""
