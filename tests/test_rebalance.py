@@ -166,3 +166,25 @@ def test_workers_started_together_all_get_partitions_within_seconds_even_with_a_
 
         wait_for(both_serve, timeout=10, what="partitions for both workers")
         assert owned(client, first.name) | owned(client, second.name) == set(range(config.partitions))
+
+
+def test_a_worker_with_fetching_paused_completes_a_rebalance(make_config, tmp_path, wait_for) -> None:
+    """A worker whose runner has ``prefetch`` messages waiting pauses fetching and polls Kafka only
+    now and then. A join that completes between two polls is dropped by kafka-python, which then
+    sends another: such a worker must wait inside poll while a rebalance is on, or the group never
+    settles. Here the first worker is paused behind a backlog when the second one joins; being busy,
+    it hands every partition to the newcomer (``assignor.py``), which then drains the backlog."""
+    config = make_config(prefetch=2, shed_after=0.0)
+    with Client(config) as client, Pool(config, log_dir=tmp_path) as pool:
+        (first,) = pool.start(1)
+        wait_for(live_workers(client, 1), timeout=60, what="the first worker")
+        wait_for(lambda: len(owned(client, first.name)) == config.partitions, timeout=60, what="its partitions")
+        handles = [client.submit("sleep", 0.3) for _ in range(60)]  # 18 s of work, fetching paused
+        wait_for(lambda: client.status(handles[0].id).value != "queued", timeout=30, what="the backlog to start")
+        before = rebalances(config)
+        (second,) = pool.start(1)
+        wait_for(live_workers(client, 2), timeout=60, what="the second worker")
+        wait_for(lambda: len(owned(client, second.name)) == config.partitions, timeout=30, what="the handover")
+        settled(client, wait_for, [first.name, second.name])
+        assert rebalances(config) - before <= 2, "the group kept rebalancing"
+        assert [h.result(timeout=60) for h in handles] == [0.3] * len(handles)

@@ -79,6 +79,8 @@ class Worker:
         self._committing: Any = None  # the asynchronous commit in flight
         #: Wakes the consumer thread early while fetching is paused (see ``_poll``).
         self.nudge = threading.Event()
+        #: True from the start of a rebalance (partitions revoked) until its assignment arrives.
+        self.rebalancing = False
 
     @property
     def handled(self) -> int:
@@ -152,8 +154,11 @@ class Worker:
         """Fetch into the runner; pause fetching while it has ``prefetch`` messages waiting.
 
         While paused, the thread sleeps until :attr:`nudge` wakes it (the runner took half its
-        messages, or waits for a commit) or ``POLL_MS`` passes: polling a paused consumer often, to
-        resume in time, cost more CPU than the tasks themselves with eight workers on two cores."""
+        messages, or waits for a commit) or ``POLL_MS`` passes, then polls without waiting: polling
+        a paused consumer often, to resume in time, cost more CPU than the tasks themselves with
+        eight workers on two cores. Not during a rebalance, though: kafka-python drops a join that
+        completes between two polls and starts another (see docs/reliability.md), so from the
+        moment one begins (``on_partitions_revoked``) until it ends the thread waits inside poll."""
         assert self._consumer is not None
         stopping = self._stop.is_set()
         waiting = self.runner.waiting()
@@ -163,9 +168,10 @@ class Worker:
         elif self._paused and not stopping and waiting < self.runner.low:
             self._consumer.resume(*self._consumer.assignment())
             self._paused = False
-        if self._paused and not stopping and self.nudge.wait(POLL_MS / 1000):
+        dozing = self._paused and not stopping and not self.rebalancing
+        if dozing and self.nudge.wait(POLL_MS / 1000):
             self.nudge.clear()
-        batches = self._consumer.poll(timeout_ms=0 if self._paused and not stopping else POLL_MS)
+        batches = self._consumer.poll(timeout_ms=0 if dozing else POLL_MS)
         deliveries = []
         for tp, records in batches.items():
             for record in records:
@@ -386,6 +392,7 @@ class _Listener(ConsumerRebalanceListener):
         self.revoked: set[int] = set()
 
     def on_partitions_revoked(self, revoked: Any) -> None:
+        self.worker.rebalancing = True
         self.revoked |= {tp.partition for tp in revoked}
         self.worker.partitions = self.worker.partitions - self.revoked
 
@@ -396,6 +403,7 @@ class _Listener(ConsumerRebalanceListener):
         self.worker.ledger.forget(gone)
         self.worker.rebalances += 1
         self.worker.partitions = frozenset(kept)
+        self.worker.rebalancing = False
         if self.worker._paused and self.worker._consumer is not None:
             self.worker._consumer.pause(*assigned)
         log.info("%s: partitions %s", self.worker.name, sorted(self.worker.partitions) or "none")
