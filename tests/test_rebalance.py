@@ -186,5 +186,5 @@ def test_a_worker_with_fetching_paused_completes_a_rebalance(make_config, tmp_pa
         wait_for(live_workers(client, 2), timeout=60, what="the second worker")
         wait_for(lambda: len(owned(client, second.name)) == config.partitions, timeout=30, what="the handover")
         settled(client, wait_for, [first.name, second.name])
-        assert rebalances(config) - before <= 2, "the group kept rebalancing"
+        assert rebalances(config) - before <= 3, "the group kept rebalancing"  # without the guard: 8 to 10
         assert [h.result(timeout=60) for h in handles] == [0.3] * len(handles)
