@@ -129,7 +129,7 @@ class Runner:
         """Since when every slot has been busy (monotonic), or None if one is free. (Consumer
         thread: it reads a snapshot, since the runner thread changes ``running`` meanwhile.)"""
         running = list(self.running.values())
-        if len(running) < len(self.slots) or not running:
+        if len(running) < len(self.slots):  # (a worker has at least one slot)
             return None
         return max(run.started for run in running)
 
