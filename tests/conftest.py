@@ -145,7 +145,8 @@ def live_workers(client: Client, n: int) -> Callable[[], bool]:
 
     def check() -> bool:
         frame = client.workers()
-        return bool(len(frame[frame["state"].isin(["idle", "busy"])]) >= n)
+        serving = frame["state"].isin(["idle", "busy"]) & frame["partitions"].fillna("").astype(str).ne("")
+        return int(serving.sum()) >= n
 
     return check
 

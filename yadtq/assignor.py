@@ -5,9 +5,10 @@ every slot is taken by a long task would then hold partitions it cannot serve, a
 behind them wait for it. Here each member says at join time how many free slots it has (in the
 subscription's user data), and the leader deals the partitions out among the members with free
 slots only, in proportion to them. When nobody has a free slot, everyone gets an even share, so
-that every partition always has an owner that polls it.
+that every partition always has an owner that polls it. (A slot counts as taken only by a task
+running ``shed_after`` or longer: see ``Runner.able``.)
 
-A busy worker keeps nothing, not even the partition of its running task: whoever owns that
+A worker with no free slot keeps nothing, not even the partition of its running task: whoever owns that
 partition next finds the message, sees in Redis that a live worker holds the task, and waits for
 its outcome before committing past it (see ``Runner``). That keeps the other messages of the
 partition flowing instead of queueing behind the long task.

@@ -88,8 +88,10 @@ class Config:
     delivery: str = "effectively_once"
     #: Messages a worker fetches ahead of its free slots, so that it never waits on Kafka between tasks.
     prefetch: int = 64
-    #: A worker whose every slot has been busy this long hands its partitions to free workers (one
-    #: rebalance), and asks for partitions again once a slot is free; 0 turns this off.
+    #: A task running this long counts as stuck: a worker whose every slot holds one hands its
+    #: partitions to free workers (one rebalance) and asks for some once a slot is free again, and
+    #: at a join it announces only its other slots. 0 turns this off: partitions then go evenly, and
+    #: wait for long tasks, as with Kafka's stock assignors.
     shed_after: float = 2.0
 
     # --- reliability and security settings (docs/reliability.md) -----------------------------

@@ -125,13 +125,16 @@ class Runner:
     def free(self) -> int:
         return len(self.slots) - len(self.running)
 
-    def busy_since(self) -> float | None:
-        """Since when every slot has been busy (monotonic), or None if one is free. (Consumer
-        thread: it reads a snapshot, since the runner thread changes ``running`` meanwhile.)"""
-        running = list(self.running.values())
-        if len(running) < len(self.slots):  # (a worker has at least one slot)
-            return None
-        return max(run.started for run in running)
+    def able(self, stuck_after: float) -> int:
+        """Slots that can serve a partition: all but those whose task has run ``stuck_after`` seconds
+        or more (0: all). A younger task is expected to end like any short one; counting its slot
+        as taken made workers busy between two short tasks hand their partitions back and forth at
+        every join. (Consumer thread: it reads a snapshot, since the runner thread changes
+        ``running`` meanwhile.)"""
+        if not stuck_after:
+            return len(self.slots)
+        now = time.monotonic()
+        return len(self.slots) - sum(1 for run in list(self.running.values()) if now - run.started >= stuck_after)
 
     def stop(self) -> None:
         """Take no new messages; finish running tasks within ``shutdown_grace``, then hand them back."""

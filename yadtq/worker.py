@@ -214,28 +214,26 @@ class Worker:
                 self._committed.wait(max(0.0, deadline - time.monotonic()))
 
     def _announce_free(self) -> int:
-        """Free slots, as told to the group's leader at each join (see ``assignor.py``)."""
-        self._joined_free = 0 if self._stop.is_set() else self.runner.free()
+        """Slots free for the partitions, as told to the group's leader at each join (``assignor.py``)."""
+        self._joined_free = 0 if self._stop.is_set() else self.runner.able(self.config.shed_after)
         return self._joined_free
 
     def _maybe_shed(self) -> None:
         """Give up partitions this worker cannot serve, and ask for some once it can again.
 
-        Both cost one rebalance of the group, so they happen only for tasks longer than
-        ``shed_after``: a worker whose every slot has been busy that long rejoins announcing no free
-        slot (the leader gives its partitions to free workers); a worker that was shed, holds no
-        partition and has a free slot again rejoins announcing it.
+        Each costs one rebalance of the group, so only tasks longer than ``shed_after`` (0: never)
+        count: a worker whose every slot holds such a task rejoins announcing no free slot, and the
+        leader gives its partitions to free workers; once one of those tasks ends, a worker holding
+        nothing rejoins announcing its free slot.
         """
-        if not self.config.shed_after or self._stop.is_set():
+        if self._stop.is_set():
             return
-        busy_since = self.runner.busy_since()
-        if busy_since is not None:
-            if self._joined_free > 0 and self.partitions and time.monotonic() - busy_since > self.config.shed_after:
-                log.info(
-                    "%s: every slot busy for %gs; handing partitions to free workers", self.name, self.config.shed_after
-                )
-                self._request_rejoin()
-        elif self._joined_free == 0 and not self.partitions:
+        able = self.runner.able(self.config.shed_after)
+        if not able and self._joined_free > 0 and self.partitions:
+            shed = self.config.shed_after
+            log.info("%s: every slot busy for %gs; handing partitions to free workers", self.name, shed)
+            self._request_rejoin()
+        elif able and self._joined_free == 0 and not self.partitions:
             log.info("%s: a slot is free again; asking for partitions", self.name)
             self._request_rejoin()
 

@@ -1,7 +1,7 @@
 """The consumer thread reads the runner's state while the runner thread changes it.
 
 A worker died of ``RuntimeError: dictionary changed size during iteration`` in a benchmark with
-eight busy workers: the consumer thread's ``busy_since`` walked the running tasks while the runner
+eight busy workers: the consumer thread (then in ``busy_since``, now ``able``) walked the running tasks while the runner
 thread finished one. The readers must work on a snapshot.
 """
 
@@ -16,7 +16,7 @@ from yadtq.runner import Run, Runner
 from yadtq.task import TaskMessage
 
 
-def test_busy_since_survives_tasks_finishing_and_starting_meanwhile(tmp_path) -> None:
+def test_able_survives_tasks_finishing_and_starting_meanwhile(tmp_path) -> None:
     config = Config.from_env(env={}, home=tmp_path, concurrency=64)
     runner = Runner(SimpleNamespace(config=config))  # type: ignore[arg-type]
     runs = [Run(slot, TaskMessage(op="add", args=[i, i]), 1, [], 0.0) for i, slot in enumerate(runner.slots)]
@@ -33,8 +33,7 @@ def test_busy_since_survives_tasks_finishing_and_starting_meanwhile(tmp_path) ->
     def read() -> None:  # what the consumer thread does, at every pass of its loop
         try:
             while time.monotonic() < stop:
-                runner.busy_since()
-                runner.free()
+                runner.able(0.5)
         except BaseException as exc:
             errors.append(exc)
 

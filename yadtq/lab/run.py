@@ -101,6 +101,7 @@ def run(
         pool.start(experiment.processes)
         _wait_for_group(client, pool, experiment, timeout=60.0)
         _warm_up(client, experiment, timeout=90.0)
+        _wait_for_group(client, pool, experiment, timeout=60.0)
         plan = _Plan(
             t0=time.time() + LEAD,
             arrivals=schedule.arrivals.tolist(),
@@ -139,15 +140,24 @@ def run(
 
 # --- set-up -------------------------------------------------------------------------------------------
 def _wait_for_group(client: Client, pool: Pool, experiment: Experiment, timeout: float) -> None:
-    """Until every worker heartbeats and the group has dealt out every partition: before that, tasks
-    on an unowned partition would wait for the rebalance and the run would measure start-up."""
+    """Until every worker heartbeats and the group has dealt the partitions out as the models assume
+    (each worker that should own some does), unchanged for two heartbeats: before that, tasks on an
+    unowned partition would wait for a rebalance, or one worker would serve another's share, and the
+    run would measure that. Called again after the warm-up, whose tasks can catch a worker busy in
+    a late rebalance (it then holds nothing until it asks back)."""
     deadline = time.monotonic() + timeout
     wanted = set(range(experiment.partitions))
+    owners = sum(1 for count in experiment.partition_counts() if count)
+    last: list[set[int]] | None = None
+    since = time.monotonic()
     while time.monotonic() < deadline:
         table = client.workers()
-        up = table[table["state"].isin(["idle", "busy", "idle (no partition)"])]
-        owned = {int(p) for cell in up["partitions"].dropna() for p in str(cell).split(",") if p.strip().isdigit()}
-        if len(up) >= experiment.processes and owned == wanted:
+        up = table[table["state"].isin(["idle", "busy", "idle (no partition)"])].sort_values("name")
+        shares = [{int(p) for p in str(cell).split(",") if p.strip().isdigit()} for cell in up["partitions"].fillna("")]
+        dealt = len(up) >= experiment.processes and set().union(*shares) == wanted and sum(map(bool, shares)) >= owners
+        if not dealt or shares != last:
+            last, since = shares, time.monotonic()
+        elif time.monotonic() - since >= 2 * experiment.heartbeat_interval:
             return
         time.sleep(0.2)
     logs = "; ".join(f"{p.name}: {p.log_path.read_text()[-300:]!r}" for p in pool.processes.values())
