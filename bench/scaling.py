@@ -3,7 +3,8 @@
     python bench/scaling.py [--tasks 5000] [--only workers,io,partitions,history]
 
 - workers: 1, 2, 4 and 8 workers on ``add(i, i)`` (CPU-light: the queue's own cost);
-- io: ``sleep(0.01)`` tasks, 8 workers of one slot (ideal 800/s) and 2 workers of 4 slots;
+- io: ``sleep(0.01)`` tasks, 8 workers of one slot (ideal 800/s), of 2 and of 4 slots, and 2 workers
+  of 4 slots;
   (both with the workers' own rate from a full queue, ``backlog_drain_per_s``, beside the end-to-end one)
 - partitions: 8 workers over 4 partitions (half of them idle) and over 16;
 - history: the same run with 10,000 and with 1,000,000 finished tasks already stored.
@@ -24,6 +25,8 @@ RUNS: dict[str, list[dict[str, Any]]] = {
     "workers": [{"workers": n, "backlog": True} for n in (1, 2, 4, 8)],
     "io": [
         {"workers": 8, "sleep": 0.01, "backlog": True},
+        {"workers": 8, "concurrency": 2, "sleep": 0.01, "backlog": True},
+        {"workers": 8, "concurrency": 4, "sleep": 0.01, "backlog": True},
         {"workers": 2, "concurrency": 4, "sleep": 0.01, "backlog": True},
     ],
     "partitions": [{"workers": 8, "partitions": 4}, {"workers": 8, "partitions": 16}],

@@ -234,3 +234,19 @@ def test_one_worker_runs_several_tasks_at_once_with_concurrency(make_config, tmp
         spans = [(h.info()["started_at"], h.info()["finished_at"]) for h in handles]  # type: ignore[index]
         assert max(start for start, _ in spans) < min(end for _, end in spans), f"ran one after another: {spans}"
         assert len({h.info()["worker"] for h in handles}) == 1  # type: ignore[index]
+
+
+def test_a_time_limit_stops_its_own_slot_and_spares_the_others(make_config, tmp_path) -> None:
+    config = make_config(concurrency=3, imports=("tests.ops_fixture",))
+    with Client(config) as client, Pool(config, log_dir=tmp_path) as pool:
+        pool.start(1)
+        stuck = client.submit_with("hang", [60], time_limit=1)
+        others = [client.submit("sleep", 3.0) for _ in range(2)]
+        with pytest.raises(TaskFailed, match="TimeLimitExceeded"):
+            stuck.result(timeout=60)
+        assert [h.result(timeout=60) for h in others] == [3.0, 3.0]
+        stopped = stuck.info()["finished_at"]  # type: ignore[index]
+        for handle in others:
+            info = handle.info()
+            assert info["started_at"] < stopped < info["finished_at"], "the others did not run beside it"  # type: ignore[index]
+            assert info["attempts"] == 1  # type: ignore[index]
