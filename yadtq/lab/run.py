@@ -143,8 +143,8 @@ def _wait_for_group(client: Client, pool: Pool, experiment: Experiment, timeout:
     """Until every worker heartbeats and the group has dealt the partitions out as the models assume
     (each worker that should own some does), unchanged for two heartbeats: before that, tasks on an
     unowned partition would wait for a rebalance, or one worker would serve another's share, and the
-    run would measure that. Called again after the warm-up, whose tasks can catch a worker busy in
-    a late rebalance (it then holds nothing until it asks back)."""
+    run would measure that. Called again after the warm-up: a worker whose join came late may
+    still be rebalancing when the warm-up ends."""
     deadline = time.monotonic() + timeout
     wanted = set(range(experiment.partitions))
     owners = sum(1 for count in experiment.partition_counts() if count)
