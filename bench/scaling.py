@@ -4,8 +4,8 @@
 
 - workers: 1, 2, 4 and 8 workers on ``add(i, i)`` (CPU-light: the queue's own cost);
 - io: ``sleep(0.01)`` tasks, 8 workers of one slot (ideal 800/s), of 2 and of 4 slots, and 2 workers
-  of 4 slots;
-  (both with the workers' own rate from a full queue, ``backlog_drain_per_s``, beside the end-to-end one)
+  of 4 slots (each with the workers' own rate from a full queue, ``backlog_drain_per_s``, beside the
+  end-to-end one);
 - partitions: 8 workers over 4 partitions (half of them idle) and over 16;
 - history: the same run with 10,000 and with 1,000,000 finished tasks already stored.
 
