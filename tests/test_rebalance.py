@@ -21,6 +21,7 @@ import pytest
 from kafka.partitioner.default import murmur2
 
 from tests.conftest import live_workers
+from yadtq import monitor
 from yadtq.client import Client, TaskHandle
 from yadtq.config import Config
 from yadtq.pool import Pool
@@ -31,8 +32,7 @@ KAFKA_INFO = {"YADTQ_KAFKA_LOG_LEVEL": "INFO"}  # the group protocol's lines sho
 
 
 def owned(client: Client, name: str) -> set[int]:
-    row = client.workers().set_index("name").loc[name]
-    return {int(p) for p in str(row["partitions"]).split(",") if p}
+    return monitor.owned(client.workers().set_index("name").loc[name, "partitions"])
 
 
 def settled(client: Client, wait_for, names: list[str]) -> None:

@@ -147,6 +147,12 @@ def failures(client: Client) -> pd.DataFrame:
     return frame.sort_values("dead_at", ignore_index=True)
 
 
+def owned(cell: object) -> set[int]:
+    """The partitions in a worker row's ``partitions`` cell ("0,3,5", written at each heartbeat;
+    empty or missing when it owns none)."""
+    return {int(part) for part in str(cell or "").split(",") if part.strip().isdigit()}
+
+
 def partitions(config: Config, workers: pd.DataFrame | None = None) -> pd.DataFrame:
     """Each partition of the task topic: the worker that owns it now (as its heartbeat reports the
     assignment Kafka gave it), the group's committed offset, the end offset and the lag, both from
@@ -162,9 +168,7 @@ def partitions(config: Config, workers: pd.DataFrame | None = None) -> pd.DataFr
     if workers is not None:
         live = workers[workers["state"].isin(["idle", "busy", "stopping"])]
         for name, parts in zip(live["name"], live["partitions"], strict=True):
-            for part in str(parts or "").split(","):
-                if part.strip().isdigit():
-                    owners[int(part)] = name
+            owners.update(dict.fromkeys(owned(parts), name))
     try:
         admin = KafkaAdminClient(
             **config.kafka_options(), request_timeout_ms=KAFKA_TIMEOUT_MS, bootstrap_timeout_ms=KAFKA_TIMEOUT_MS

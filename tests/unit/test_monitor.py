@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from yadtq.monitor import STATUSES, busy_spans, counters, filter_tasks, latencies, throughput, worker_marks
+from yadtq.monitor import STATUSES, busy_spans, counters, filter_tasks, latencies, owned, throughput, worker_marks
 
 T0 = pd.Timestamp("2026-01-01 12:00:00", tz="UTC")
 
@@ -90,3 +90,9 @@ def test_worker_marks_come_from_dead_and_stopped_times() -> None:
     marks = worker_marks(workers)
     assert list(zip(marks["worker"], marks["mark"], strict=True)) == [("w1", "dead"), ("w2", "stopped")]
     assert marks["at"].iloc[1] == pd.Timestamp(20.0, unit="s", tz="UTC")
+
+
+def test_owned_reads_a_heartbeat_partitions_cell_whatever_the_table_holds() -> None:
+    assert owned("0,3,5") == {0, 3, 5}
+    assert owned("7") == {7}
+    assert owned("") == owned(None) == owned(float("nan")) == set()  # owns none, or no heartbeat yet

@@ -39,6 +39,7 @@ from yadtq.lab.probe import OPERATION, done_key, exec_key
 from yadtq.lab.result import Result
 from yadtq.lab.simulate import dispatch_overhead, replay
 from yadtq.lab.spec import Experiment, Fault
+from yadtq.monitor import owned
 from yadtq.pool import Pool
 
 #: Seconds between the end of set-up and the first scheduled arrival, so the first tasks are on time.
@@ -153,7 +154,7 @@ def _wait_for_group(client: Client, pool: Pool, experiment: Experiment, timeout:
     while time.monotonic() < deadline:
         table = client.workers()
         up = table[table["state"].isin(["idle", "busy", "idle (no partition)"])].sort_values("name")
-        shares = [{int(p) for p in str(cell).split(",") if p.strip().isdigit()} for cell in up["partitions"].fillna("")]
+        shares = [owned(cell) for cell in up["partitions"]]
         dealt = len(up) >= experiment.processes and set().union(*shares) == wanted and sum(map(bool, shares)) >= owners
         if not dealt or shares != last:
             last, since = shares, time.monotonic()
