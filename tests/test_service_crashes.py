@@ -197,6 +197,26 @@ def frozen(config: Config) -> int:
     return int(pid)
 
 
+def freeze(pid: int, timeout: float = 5.0) -> None:
+    """SIGSTOP the process and return once every one of its threads shows as stopped. A fast submit
+    sent right after the signal was once acknowledged and run within 17 ms, as if the broker were
+    not frozen at all; the test must not start before the freeze has taken effect."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = []
+        for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+            try:
+                states.append(stat.read_text().rsplit(")", 1)[1].split()[0])
+            except (OSError, IndexError):
+                continue  # a thread that ended meanwhile
+        if states and all(state in ("T", "t") for state in states):
+            return
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGCONT)  # the caller's clean-up does not run: resume it here
+    raise AssertionError(f"Kafka (pid {pid}) did not stop within {timeout:g}s of SIGSTOP")
+
+
 def messages_with(config: Config, token: str, timeout: float = 5.0) -> int:
     """Messages in the task topic whose body carries ``token``, read from the start."""
     consumer = KafkaConsumer(**config.kafka_options(), group_id=None, enable_auto_commit=False)
@@ -227,7 +247,7 @@ def test_a_submit_that_raised_while_kafka_was_frozen_never_runs(
         first = client.submit_with("lab.work", [0.0, "before"], wait=True)  # the producer is connected
         assert first.result(timeout=30) == 1
         pid = frozen(private_services)
-        os.kill(pid, signal.SIGSTOP)
+        freeze(pid)
         try:
             began = time.monotonic()
             handle = None
@@ -271,7 +291,7 @@ def test_a_fast_submit_nobody_asks_about_is_withdrawn_when_kafka_never_answers(
         wait_for(live_workers(client, 1), timeout=60, what="a worker")
         assert client.submit_with("lab.work", [0.0, "before"], wait=True).result(timeout=30) == 1
         pid = frozen(private_services)
-        os.kill(pid, signal.SIGSTOP)
+        freeze(pid)
         try:
             handle = client.submit("lab.work", 0.0, "unasked")
             assert client.status(handle.id).value == "queued"  # the client's read sees its own submit
