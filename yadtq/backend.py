@@ -111,12 +111,34 @@ class Backend:
         return replies
 
     def _send(self, calls: list[tuple[str, list[Any]]]) -> list[Any]:
+        """The calls written at once on one pooled connection, their replies read in order (an
+        error reply comes back as its exception).
+
+        This is what redis-py's pipeline does, without its per-execute bookkeeping: 85 µs less CPU
+        and 100 µs less wall time per round trip here, and a busy worker makes one round trip per
+        task (docs/performance.md). No silent resend after a lost connection either: a script may
+        or may not have run, so the caller decides (the runner retries through ``persist``).
+        """
         if not self._loaded:
             self._load_scripts()
-        pipe = self.redis.pipeline(transaction=False)
-        for name, argv in calls:
-            pipe.evalsha(self._scripts[name].sha, 0, self.ns, *argv)
-        return pipe.execute(raise_on_error=False)
+        pool = self.redis.connection_pool
+        conn = pool.get_connection()
+        try:
+            conn.send_packed_command(
+                conn.pack_commands([("EVALSHA", self._scripts[name].sha, 0, self.ns, *argv) for name, argv in calls])
+            )
+            replies: list[Any] = []
+            for _ in calls:
+                try:
+                    replies.append(conn.read_response())
+                except redis.exceptions.ResponseError as exc:
+                    replies.append(exc)
+            return replies
+        except BaseException:
+            conn.disconnect()  # replies left unread must not reach the connection's next user
+            raise
+        finally:
+            pool.release(conn)
 
     def _load_scripts(self) -> None:
         pipe = self.redis.pipeline(transaction=False)
