@@ -6,7 +6,7 @@ Client: building and checking the message, handing it to Kafka's producer, recor
 (alone, and per record in a batch). Redis: one script round trip, and one claim+finish pipeline per
 task in a batch. Executor: a task's round trip through the child process. And end to end: an idle
 round trip split at the timestamps the state machine records (submit -> claim -> stored -> client),
-beside the floor kafka-python alone sets for its first step.
+beside the floor kafka-python alone sets for its first step (``kafka_alone.latency``).
 Writes bench/results/anatomy.json.
 """
 
@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
+from kafka_alone import latency, percentiles
 from throughput import RESULTS
 
 from yadtq import Client, Config, Pool, TaskStatus
@@ -83,43 +83,12 @@ def main() -> None:
 
     out["executor: one task's round trip through the child"] = per_call(n, round_trip)
     executor.close()
-    out["kafka: bare kafka-python send -> poll (the floor of submit -> claimed)"] = kafka_floor(config)
+    out["kafka: bare kafka-python send -> poll (the floor of submit -> claimed)"] = latency(config)
     out["end to end (idle)"] = end_to_end(config.replace(namespace=f"anat{uuid.uuid4().hex[:8]}"))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "anatomy.json").write_text(json.dumps(out, indent=2) + "\n")
     for key, value in out.items():
         print(f"{key:55} {value}")
-
-
-def kafka_floor(config: Config, n: int = 1000) -> dict[str, float]:
-    """kafka-python alone, on a topic of one partition: one message sent (no linger), then polled
-    by a consumer already waiting for it; µs, median and 99th percentile. No queue could get a task
-    from a client to a worker through kafka-python faster, nor with a shorter tail."""
-    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-    from kafka.admin import KafkaAdminClient, NewTopic
-
-    topic = f"{config.namespace}.floor"
-    admin = KafkaAdminClient(**config.kafka_options())
-    admin.create_topics([NewTopic(topic, 1, 1)])
-    producer = KafkaProducer(**config.kafka_options(), acks="all", linger_ms=0)
-    consumer = KafkaConsumer(**config.kafka_options(), enable_auto_commit=False, fetch_max_wait_ms=100)
-    try:
-        consumer.assign([TopicPartition(topic, 0)])
-        consumer.poll(timeout_ms=500)
-        times = []
-        for _ in range(n):
-            start = time.perf_counter()
-            producer.send(topic, b"x" * 100)
-            deadline, got = time.monotonic() + 10, {}
-            while not got and time.monotonic() < deadline:
-                got = consumer.poll(timeout_ms=100)
-            times.append(time.perf_counter() - start)
-        return {"p50": round(statistics.median(times) * 1e6), "p99": p99(times)}
-    finally:
-        producer.close(timeout=5)
-        consumer.close()
-        admin.delete_topics([topic])
-        admin.close()
 
 
 def end_to_end(config: Config, n: int = 200) -> dict[str, dict[str, float]]:
@@ -152,12 +121,7 @@ def end_to_end(config: Config, n: int = 200) -> dict[str, dict[str, float]]:
             pool.close()
             client.backend.purge()
             Broker(config).delete_topics()
-    return {name: {"p50": round(statistics.median(values) * 1e6), "p99": p99(values)} for name, values in steps.items()}
-
-
-def p99(values: list[float]) -> float:
-    """In µs, as ``throughput.py`` computes its percentiles."""
-    return round(statistics.quantiles(values, n=100, method="inclusive")[98] * 1e6)
+    return {name: percentiles(values) for name, values in steps.items()}
 
 
 if __name__ == "__main__":

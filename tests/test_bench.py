@@ -44,3 +44,16 @@ def test_the_cpu_budget_accounts_for_every_process(base_config) -> None:
     assert set(spent) == {"kafka broker", "redis", "workers", "executors", "client"}
     assert spent["workers"] > 0 and spent["client"] > 0 and spent["kafka broker"] > 0, spent
     assert result["cpu_bound_drain_per_s"] > 0
+
+
+def test_kafka_alone_measures_both_clients_and_every_process(config) -> None:
+    import kafka_alone
+
+    assert 0 < kafka_alone.latency(config, n=50, warm_up=10)["p50"]
+    java = kafka_alone.java_latency(config, n=50)
+    assert "skipped" not in java, java  # CI starts the broker from its jars, so the Java client is there
+    assert 0 < java["p50"] <= java["p99"]
+    result = kafka_alone.cpu(config, messages=500)
+    spent = result["cpu_us_per_message"]
+    assert set(spent) == {"kafka broker", "producer", "consumers"}
+    assert all(us > 0 for us in spent.values()), spent

@@ -343,8 +343,7 @@ def _kafka_command(config: Config, port: int, cport: int, java: str) -> list[str
         text = _secure_properties(text, config, port, cport)
     _private_file(props).write_text(text)
     log4j.write_bytes(_resource("log4j2.properties"))
-    libs = _kafka_dir(config).absolute() / "libs"
-    classpath = [f"-Dlog4j2.configurationFile={log4j}", "-cp", str(libs / "*")]
+    classpath = [f"-Dlog4j2.configurationFile={log4j}", "-cp", str(kafka_libs(config) / "*")]
     if not (log_dir / "meta.properties").is_file():
         cmd = [
             java,
@@ -684,6 +683,11 @@ def _port_of(name: str, address: str) -> int:
 
 def _kafka_dir(config: Config) -> Path:
     return Path(config.home) / f"kafka-{config.kafka_version}"
+
+
+def kafka_libs(config: Config) -> Path:
+    """The broker's jars, Kafka's own Java client among them (bench/kafka_alone.py runs it)."""
+    return _kafka_dir(config).absolute() / "libs"
 
 
 def _resource(name: str) -> bytes:
