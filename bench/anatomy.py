@@ -67,7 +67,7 @@ def main() -> None:
             ]
             backend.exchange("anatomy", done, [])
             out["redis: CLAIM + FINISH per task in a batch"] = round((time.perf_counter() - start) / n * 1e6, 1)
-            out["redis: result read (HMGET)"] = per_call(n, lambda i: backend.outcome(msgs[i].id))
+            out["redis: result read (HMGET)"] = per_call(n, lambda i: backend.outcomes([msgs[i].id]))
         finally:
             client.backend.purge()
             Broker(config).delete_topics()

@@ -63,7 +63,7 @@ def measure(tasks: int, workers: int) -> dict[str, Any]:
             before = {k: sum(map(cpu_seconds, pids)) for k, pids in processes.items()}
             start = time.perf_counter()
             handles = [client.submit("add", i, i) for i in range(tasks)]
-            assert [h.result(timeout=300) for h in handles] == [2 * i for i in range(tasks)]
+            assert client.gather(handles, timeout=300) == [2 * i for i in range(tasks)]
             wall = time.perf_counter() - start
             after = {k: sum(map(cpu_seconds, pids)) for k, pids in processes.items()}
         finally:

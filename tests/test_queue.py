@@ -10,7 +10,7 @@ import redis
 from kafka import KafkaProducer
 
 from tests.conftest import cli, live_workers
-from yadtq import BadArguments, Client, TaskFailed, TaskStatus, UnknownOperation
+from yadtq import BadArguments, Client, TaskFailed, TaskStatus, TaskTimeout, UnknownOperation, UnknownTask
 from yadtq.config import Config
 from yadtq.pool import Pool
 
@@ -118,6 +118,34 @@ def test_division_by_zero_fails_the_task_not_the_worker(client: Client, pool: Po
     assert bad.status() is TaskStatus.FAILED
     assert client.submit("add", 1, 1).result(timeout=30) == 2
     assert proc.alive
+
+
+def test_gather_returns_every_result_in_order_in_a_few_round_trips(client: Client, pool: Pool, monkeypatch) -> None:
+    pool.start(2)
+    handles = [client.submit("add", i, i) for i in range(300)]
+    assert client.gather(handles, timeout=120) == [2 * i for i in range(300)]
+    reads: list[int] = []
+    outcomes = client.backend.outcomes
+    monkeypatch.setattr(client.backend, "outcomes", lambda ids: reads.append(len(ids)) or outcomes(ids))
+    assert client.gather(reversed(handles), timeout=10) == [2 * i for i in reversed(range(300))]
+    assert sum(reads) == 300 and len(reads) <= 10, reads  # one result() each would be 300 round trips
+
+
+def test_gather_raises_what_results_one_by_one_would(client: Client, pool: Pool) -> None:
+    pool.start(1)
+    good, bad, after = client.submit("add", 1, 1), client.submit("div", 1, 0), client.submit("add", 2, 2)
+    with pytest.raises(TaskFailed, match="ZeroDivisionError") as caught:
+        client.gather([good, bad, after], timeout=60)
+    assert caught.value.task_id == bad.id
+    assert client.gather([after, good.id], timeout=60) == [4, 2]  # handles or ids
+    with pytest.raises(UnknownTask, match="no-such-task"):
+        client.gather([good, "no-such-task"], timeout=60)
+    slow = client.submit("sleep", 3)
+    started = time.monotonic()
+    with pytest.raises(TaskTimeout, match=slow.id):
+        client.gather([good, slow], timeout=0.5)
+    assert time.monotonic() - started < 2.5, "the timeout is for all the tasks together"
+    assert client.gather([], timeout=1) == []
 
 
 def test_status_of_an_id_never_submitted_is_unknown(client: Client) -> None:

@@ -111,7 +111,12 @@ class Backend:
         return replies
 
     def _send(self, calls: list[tuple[str, list[Any]]]) -> list[Any]:
-        """The calls written at once on one pooled connection, their replies read in order (an
+        if not self._loaded:
+            self._load_scripts()
+        return self._round_trip([("EVALSHA", self._scripts[name].sha, 0, self.ns, *argv) for name, argv in calls])
+
+    def _round_trip(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """The commands written at once on one pooled connection, their replies read in order (an
         error reply comes back as its exception).
 
         This is what redis-py's pipeline does, without its per-execute bookkeeping: 85 µs less CPU
@@ -119,16 +124,12 @@ class Backend:
         task (docs/performance.md). No silent resend after a lost connection either: a script may
         or may not have run, so the caller decides (the runner retries through ``persist``).
         """
-        if not self._loaded:
-            self._load_scripts()
         pool = self.redis.connection_pool
         conn = pool.get_connection()
         try:
-            conn.send_packed_command(
-                conn.pack_commands([("EVALSHA", self._scripts[name].sha, 0, self.ns, *argv) for name, argv in calls])
-            )
+            conn.send_packed_command(conn.pack_commands(commands))
             replies: list[Any] = []
-            for _ in calls:
+            for _ in commands:
                 try:
                     replies.append(conn.read_response())
                 except redis.exceptions.ResponseError as exc:
@@ -306,12 +307,21 @@ class Backend:
         return _decode_task(raw) if raw else None
 
     @guarded
-    def outcome(self, task_id: str) -> tuple[TaskStatus, Any, str] | None:
-        """Status, result and error only: what a waiting client needs, without decoding the record."""
-        status, result, error = self.redis.hmget(self.keys.task(task_id), "status", "result", "error")
-        if status is None:
-            return None
-        return TaskStatus(status), json.loads(result) if result else None, error or ""
+    def outcomes(self, task_ids: list[str]) -> list[tuple[TaskStatus, Any, str] | None]:
+        """Status, result and error of each task (None for no record), in one round trip: what a
+        waiting client needs, without decoding whole records."""
+        if not task_ids:
+            return []
+        replies = self._round_trip([("HMGET", self.keys.task(t), "status", "result", "error") for t in task_ids])
+        out: list[tuple[TaskStatus, Any, str] | None] = []
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+            status, result, error = reply
+            out.append(
+                None if status is None else (TaskStatus(status), json.loads(result) if result else None, error or "")
+            )
+        return out
 
     def status(self, task_id: str) -> TaskStatus:
         record = self.task(task_id)
