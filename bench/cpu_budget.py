@@ -42,6 +42,20 @@ def children(pid: int) -> list[int]:
     return [int(p) for p in out.split()]
 
 
+def cpu_use(before: dict[str, float], after: dict[str, float], count: int) -> tuple[dict[str, int], int, int]:
+    """µs of CPU per unit of work (a task, a message) of each group of processes, their sum, and
+    the rate that sum allows on this machine's cores."""
+    per_unit = {name: round((after[name] - before[name]) / count * 1e6) for name in before}
+    total = sum(per_unit.values())
+    return per_unit, total, round((os.cpu_count() or 1) / (total / 1e6))
+
+
+def print_use(per_unit: dict[str, int], total: int, bound: int, unit: str) -> None:
+    for name, us in per_unit.items():
+        print(f"  {name:14} {us:6,} µs of CPU per {unit}")
+    print(f"  {'all':14} {total:6,} µs: at most {bound:,}/s on {os.cpu_count() or 1} cores")
+
+
 def service_pid(config: Config, name: str) -> int:
     state = json.loads(config.services_file.read_text())
     return int(state[f"{name}_pid"])
@@ -70,17 +84,15 @@ def measure(tasks: int, workers: int) -> dict[str, Any]:
             pool.close()
             client.backend.purge()
             Broker(config).delete_topics()
-    per_task = {k: round((after[k] - before[k]) / tasks * 1e6) for k in processes}
-    total = sum(per_task.values())
-    cores = os.cpu_count() or 1
+    per_task, total, bound = cpu_use(before, after, tasks)
     return {
         "tasks": tasks,
         "workers": workers,
         "drain_per_s": round(tasks / wall),
         "cpu_us_per_task": per_task,
         "cpu_us_per_task_total": total,
-        "cores": cores,
-        "cpu_bound_drain_per_s": round(cores / (total / 1e6)),
+        "cores": os.cpu_count() or 1,
+        "cpu_bound_drain_per_s": bound,
         "load_avg": os.getloadavg()[0],
     }
 
@@ -94,10 +106,7 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "cpu_budget.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"drain {result['drain_per_s']}/s over {result['tasks']} tasks, {result['workers']} workers")
-    for name, us in result["cpu_us_per_task"].items():
-        print(f"  {name:14} {us:6,} µs of CPU per task")
-    bound = f"at most {result['cpu_bound_drain_per_s']:,}/s on {result['cores']} cores"
-    print(f"  {'all':14} {result['cpu_us_per_task_total']:6,} µs: {bound}")
+    print_use(result["cpu_us_per_task"], result["cpu_us_per_task_total"], result["cpu_bound_drain_per_s"], "task")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from cpu_budget import cpu_seconds, service_pid
+from cpu_budget import cpu_seconds, cpu_use, print_use, service_pid
 from throughput import RESULTS
 
 from yadtq import Config
@@ -178,17 +178,15 @@ def cpu(config: Config, messages: int = 20_000, consumers: int = 2) -> dict[str,
                 proc.join(timeout=5)
         producer.close(timeout=5)
         _drop(config, topic)
-    per_message = {name: round((after[name] - before[name]) / messages * 1e6) for name in pids}
-    total = sum(per_message.values())
-    cores = os.cpu_count() or 1
+    per_message, total, bound = cpu_use(before, after, messages)
     return {
         "messages": messages,
         "consumers": consumers,
         "per_s": round(messages / wall),
         "cpu_us_per_message": per_message,
         "cpu_us_per_message_total": total,
-        "cores": cores,
-        "cpu_bound_per_s": round(cores / (total / 1e6)),
+        "cores": os.cpu_count() or 1,
+        "cpu_bound_per_s": bound,
         "load_avg": os.getloadavg()[0],
     }
 
@@ -217,10 +215,7 @@ def main() -> None:
         print(f"send -> a waiting consumer, {client:12} {figures}")
     result = out["cpu"]
     print(f"{result['messages']} messages, {result['per_s']}/s, {result['consumers']} consumers")
-    for name, us in result["cpu_us_per_message"].items():
-        print(f"  {name:14} {us:6,} µs of CPU per message")
-    bound = f"at most {result['cpu_bound_per_s']:,}/s on {result['cores']} cores"
-    print(f"  {'all':14} {result['cpu_us_per_message_total']:6,} µs: {bound}")
+    print_use(result["cpu_us_per_message"], result["cpu_us_per_message_total"], result["cpu_bound_per_s"], "message")
 
 
 if __name__ == "__main__":
