@@ -1,11 +1,12 @@
 """Throughput and latency on the workload of ../shared/bench-anchors (Celery, RQ, Dramatiq, Huey, arq).
 
     python bench/throughput.py [--tasks 10000] [--workers 2] [--concurrency 1] [--partitions 8]
-                               [--wait] [--stored 0] [--out FILE]
+                               [--wait] [--stored 0] [--collect gather|each] [--out FILE]
 
 Same method as the anchors: fresh workers, a verified warm-up of 200 `add` tasks, then `add(i, i)` for
-i < N submitted one call at a time while the workers consume, then every result fetched in order
-(each checked, and the sum); then 200 sequential round trips for latency. ``--wait`` makes every
+i < N submitted one call at a time while the workers consume, then every result collected in order
+and checked (with ``client.gather``, or ``--collect each``: one ``result()`` call per task); then 200
+sequential round trips for latency. ``--wait`` makes every
 submit wait for Kafka's acknowledgement (the safe, slower path); ``--stored N`` first fills the
 namespace with N finished task records, to show that the cost per task does not grow with history.
 Also reports the resident memory of the workers (with their executor processes) and of this client.
