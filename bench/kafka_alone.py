@@ -99,8 +99,10 @@ def latency(config: Config, n: int = 1000, warm_up: int = 100) -> dict[str, floa
 def java_latency(config: Config, n: int = 1000) -> dict[str, Any]:
     """The same with Kafka's Java client; ``{"skipped": why}`` where it cannot run here."""
     java, libs = shutil.which("java"), kafka_libs(config)
-    if java is None or not any(libs.glob("kafka-clients-*.jar")):
-        return {"skipped": f"needs java and the Kafka jars in {libs} (`yadtq up` fetches them)"}
+    if java is None or shutil.which("javac") is None:
+        return {"skipped": "needs a JDK (java runs KafkaFloor.java from source with the JDK's compiler)"}
+    if not any(libs.glob("kafka-clients-*.jar")):
+        return {"skipped": f"needs the Kafka jars in {libs} (`yadtq up` fetches them)"}
     if config.secure:
         return {"skipped": "the Java program speaks plaintext only"}
     topic = _topic(config, 1)
