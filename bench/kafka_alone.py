@@ -25,6 +25,8 @@ import statistics
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,24 +40,19 @@ JAVA_FLOOR = Path(__file__).resolve().parent / "KafkaFloor.java"
 PARTITIONS = 8
 
 
-def _topic(config: Config, partitions: int) -> str:
+@contextmanager
+def scratch_topic(config: Config, partitions: int) -> Iterator[str]:
+    """A topic of its own for one measurement, deleted afterwards whatever happened."""
     from kafka.admin import KafkaAdminClient, NewTopic
 
     topic = f"{config.namespace}.alone{uuid.uuid4().hex[:6]}"
     admin = KafkaAdminClient(**config.kafka_options())
     try:
         admin.create_topics([NewTopic(topic, partitions, 1)])
-    finally:
-        admin.close()
-    return topic
-
-
-def _drop(config: Config, topic: str) -> None:
-    from kafka.admin import KafkaAdminClient
-
-    admin = KafkaAdminClient(**config.kafka_options())
-    try:
-        admin.delete_topics([topic])
+        try:
+            yield topic
+        finally:
+            admin.delete_topics([topic])
     finally:
         admin.close()
 
@@ -70,9 +67,13 @@ def percentiles(seconds: list[float]) -> dict[str, float]:
 
 def latency(config: Config, n: int = 1000, warm_up: int = 100) -> dict[str, float]:
     """kafka-python: one message sent, then polled by a consumer already waiting for it (µs)."""
+    with scratch_topic(config, 1) as topic:
+        return _latency(topic, config, n, warm_up)
+
+
+def _latency(topic: str, config: Config, n: int, warm_up: int) -> dict[str, float]:
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-    topic = _topic(config, 1)
     producer = KafkaProducer(**config.kafka_options(), acks="all", linger_ms=0)
     consumer = KafkaConsumer(**config.kafka_options(), enable_auto_commit=False, fetch_max_wait_ms=100)
     try:
@@ -93,7 +94,6 @@ def latency(config: Config, n: int = 1000, warm_up: int = 100) -> dict[str, floa
     finally:
         producer.close(timeout=5)
         consumer.close()
-        _drop(config, topic)
 
 
 def java_latency(config: Config, n: int = 1000) -> dict[str, Any]:
@@ -105,15 +105,12 @@ def java_latency(config: Config, n: int = 1000) -> dict[str, Any]:
         return {"skipped": f"needs the Kafka jars in {libs} (`yadtq up` fetches them)"}
     if config.secure:
         return {"skipped": "the Java program speaks plaintext only"}
-    topic = _topic(config, 1)
-    try:
+    with scratch_topic(config, 1) as topic:
         cmd = [java, "-cp", f"{libs}/*", str(JAVA_FLOOR), config.kafka_bootstrap, topic, str(n)]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=120 + n * 0.05)
-        if done.returncode != 0:
-            raise RuntimeError(f"KafkaFloor.java failed ({done.returncode}): {done.stderr[-2000:]}")
-        return json.loads(done.stdout.strip().splitlines()[-1])
-    finally:
-        _drop(config, topic)
+    if done.returncode != 0:
+        raise RuntimeError(f"KafkaFloor.java failed ({done.returncode}): {done.stderr[-2000:]}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
 def _consume(options: dict[str, Any], topic: str, seen: Any, owned: Any, slot: int, stop: Any) -> None:
@@ -146,9 +143,13 @@ def _consume(options: dict[str, Any], topic: str, seen: Any, owned: Any, slot: i
 def cpu(config: Config, messages: int = 20_000, consumers: int = 2) -> dict[str, Any]:
     """CPU per message of the broker, the producer and the consumers, from the first send to the
     moment the consumers have read every message (µs)."""
+    with scratch_topic(config, PARTITIONS) as topic:
+        return _cpu(topic, config, messages, consumers)
+
+
+def _cpu(topic: str, config: Config, messages: int, consumers: int) -> dict[str, Any]:
     from kafka import KafkaProducer
 
-    topic = _topic(config, PARTITIONS)
     ctx = mp.get_context("spawn")
     seen, owned, stop = ctx.Value("l", 0), ctx.Array("i", consumers), ctx.Event()
     procs = [
@@ -179,7 +180,6 @@ def cpu(config: Config, messages: int = 20_000, consumers: int = 2) -> dict[str,
                 proc.kill()
                 proc.join(timeout=5)
         producer.close(timeout=5)
-        _drop(config, topic)
     per_message, total, bound = cpu_use(before, after, messages)
     return {
         "messages": messages,

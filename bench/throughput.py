@@ -186,8 +186,9 @@ def fetch(client: Client, handles: list[Any], collect: str) -> list[Any]:
                 bar.update()
         else:
             for at in range(0, len(handles), 1000):
-                results += client.gather(handles[at : at + 1000], timeout=300)
-                bar.update(len(handles[at : at + 1000]))
+                chunk = handles[at : at + 1000]
+                results += client.gather(chunk, timeout=300)
+                bar.update(len(chunk))
     return results
 
 
