@@ -11,9 +11,11 @@ from types import SimpleNamespace
 import pytest
 
 from yadtq import Client, Pool, TaskStatus
+from yadtq.backend import Backend
 from yadtq.config import Config
 from yadtq.executor import Outcome
 from yadtq.history import EventLog
+from yadtq.logs import TaskLog, logs_key, task_logs
 from yadtq.task import TaskMessage
 
 pytestmark = pytest.mark.services
@@ -64,6 +66,32 @@ def test_replay_rebuilds_tasks_and_workers_after_redis_is_purged_and_logs_span_a
 
     later = client.replay(since=time.time() + 60)  # nothing happened after that
     assert later.tasks.empty and later.events.empty
+
+
+def test_task_log_keeps_each_tasks_newest_lines_in_order_with_its_ttl(make_config: Callable[..., Config]) -> None:
+    """A batch holds lines of several tasks, interleaved; each task keeps its newest lines in order."""
+    config = make_config(task_log_lines=3, result_ttl=600)
+    sink = TaskLog(config)
+
+    def lines(order: str, start: int) -> list[dict[str, object]]:
+        return [
+            {"task": t, "line": {"at": i, "worker": "w", "level": "INFO", "message": f"{t}{i}"}}
+            for i, t in enumerate(order, start)
+        ]
+
+    try:
+        sink.write(lines("ababaa", 0))  # a: 0 2 4 5 (one too many), b: 1 3
+        sink.write(lines("bc", 6))
+    finally:
+        sink.close_sink()
+    assert [line["message"] for line in task_logs(config, "a")] == ["a2", "a4", "a5"]
+    assert [line["message"] for line in task_logs(config, "b")] == ["b1", "b3", "b6"]
+    assert [line["message"] for line in task_logs(config, "c")] == ["c7"]
+    backend = Backend(config)
+    try:
+        assert 590 <= backend.redis.ttl(logs_key(config.namespace, "a")) <= 600
+    finally:
+        backend.close()
 
 
 def test_event_log_never_blocks_or_raises_when_kafka_is_down(config: Config, caplog: pytest.LogCaptureFixture) -> None:

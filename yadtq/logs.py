@@ -31,15 +31,18 @@ def logs_key(namespace: str, task_id: str) -> str:
     return f"{namespace}:task:{task_id}:logs"
 
 
-#: ARGV: ns, lines kept per task, ttl (0: none), then (task id, JSON line) pairs. One command per
-#: batch: as separate RPUSH/LTRIM/EXPIRE commands, packing them cost a busy worker a tenth of its CPU.
+#: ARGV: ns, lines kept per task, ttl (0: none), then for each task: its id, how many lines, the lines
+#: (JSON). One command per batch, and per task in it one push of all its lines: as separate
+#: RPUSH/LTRIM/EXPIRE commands for each line, they cost a busy worker a tenth of its CPU, and Redis
+#: six calls a task (a task's claim and outcome lines usually fall in the same batch).
 APPEND = """
 local ns, keep, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-for i = 4, #ARGV, 2 do
-  local key = ns .. ':task:' .. ARGV[i] .. ':logs'
-  redis.call('RPUSH', key, ARGV[i + 1])
-  redis.call('LTRIM', key, -keep, -1)
+local i = 4
+while i <= #ARGV do
+  local key, n = ns .. ':task:' .. ARGV[i] .. ':logs', tonumber(ARGV[i + 1])
+  if redis.call('RPUSH', key, unpack(ARGV, i + 2, i + 1 + n)) > keep then redis.call('LTRIM', key, -keep, -1) end
   if ttl > 0 then redis.call('EXPIRE', key, ttl) end
+  i = i + 2 + n
 end
 """
 
@@ -83,8 +86,11 @@ class TaskLog(AsyncSink):
         if self._redis is None:
             self.open_sink()
         args: list[Any] = [self.config.namespace, self.config.task_log_lines, int(self.config.result_ttl)]
+        lines: dict[str, list[str]] = {}  # task id -> its lines, in order
         for record in batch:
-            args += [record["task"], json.dumps(record["line"], default=str)]
+            lines.setdefault(record["task"], []).append(json.dumps(record["line"], default=str))
+        for task_id, its in lines.items():
+            args += [task_id, len(its), *its]
         self._append(args=args)
 
     def close_sink(self) -> None:

@@ -22,9 +22,10 @@ _PRELUDE = """
 local function event(channel, tbl)
   redis.call('PUBLISH', channel, cjson.encode(tbl))
 end
-local function transition(ns, id, status, now, worker, attempt, note)
+-- ``fields``: more field/value pairs of the record to set, in the same command as the status
+local function transition(ns, id, status, now, worker, attempt, note, fields)
   local tkey = ns .. ':task:' .. id
-  redis.call('HSET', tkey, 'status', status, 'updated_at', now)
+  redis.call('HSET', tkey, 'status', status, 'updated_at', now, unpack(fields or {}))
   local entry = {status=status, at=tonumber(now), worker=worker, attempt=tonumber(attempt), note=note}
   redis.call('RPUSH', tkey .. ':history', cjson.encode(entry))
   entry['type'] = 'task'
@@ -52,11 +53,9 @@ local function lose(ns, owner, id)
   redis.call('HSET', wkey, 'lost_tasks', lost)
 end
 local function create(ns, id, op, args, kwargs, submitted_at, message, max_retries, now)
-  local tkey = ns .. ':task:' .. id
-  redis.call('HSET', tkey, 'id', id, 'op', op, 'args', args, 'kwargs', kwargs, 'submitted_at', submitted_at,
-    'message', message, 'attempts', 0, 'max_retries', max_retries)
   redis.call('ZADD', ns .. ':tasks', submitted_at, id)
-  transition(ns, id, 'queued', now, nil, 0, nil)
+  transition(ns, id, 'queued', now, nil, 0, nil, {'id', id, 'op', op, 'args', args, 'kwargs', kwargs,
+    'submitted_at', submitted_at, 'message', message, 'attempts', 0, 'max_retries', max_retries})
 end
 """
 
@@ -119,20 +118,20 @@ if status == 'processing' and owner and owner ~= '' then
   note = 'took over from ' .. owner .. ', which stopped heartbeating'
   lose(ns, owner, id)
   if attempts >= max_retries + 1 then
-    redis.call('HSET', tkey, 'finished_at', now, 'error', 'worker ' .. owner .. ' died during attempt ' ..
-      attempts .. '; no retries left', 'reason', 'worker_lost')
     redis.call('HDEL', ns .. ':running', id)
-    transition(ns, id, 'failed', now, nil, attempts, 'no retries left')
+    transition(ns, id, 'failed', now, nil, attempts, 'no retries left', {'finished_at', now,
+      'error', 'worker ' .. owner .. ' died during attempt ' .. attempts .. '; no retries left', 'reason', 'worker_lost'})
     wake(ns, id)
     return {'gave_up', attempts}
   end
 end
+-- a first claim has no outcome to clear and was never scheduled: two calls saved on the common path
+if attempts > 0 or mode == 'force' then redis.call('HDEL', tkey, 'finished_at') end
+if st[1] == 'retrying' then redis.call('ZREM', ns .. ':scheduled', id) end
 attempts = attempts + 1
-redis.call('HSET', tkey, 'worker', me, 'attempts', attempts, 'started_at', now, 'next_attempt_at', '')
-redis.call('HDEL', tkey, 'finished_at')
 redis.call('HSET', ns .. ':running', id, me)
-redis.call('ZREM', ns .. ':scheduled', id)
-transition(ns, id, 'processing', now, me, attempts, note)
+transition(ns, id, 'processing', now, me, attempts, note,
+  {'worker', me, 'attempts', attempts, 'started_at', now, 'next_attempt_at', ''})
 return {'claimed', attempts}
 """
 
@@ -149,9 +148,9 @@ FINISH = (
     _OWNED
     + """
 local status, now = ARGV[5], ARGV[9]
-redis.call('HSET', tkey, 'finished_at', now, 'result', ARGV[6], 'error', ARGV[7], 'reason', ARGV[8])
 redis.call('HINCRBY', ns .. ':worker:' .. me, status == 'success' and 'processed' or 'failed', 1)
-transition(ns, id, status, now, me, attempt, ARGV[8] ~= '' and ARGV[8] or nil)
+transition(ns, id, status, now, me, attempt, ARGV[8] ~= '' and ARGV[8] or nil,
+  {'finished_at', now, 'result', ARGV[6], 'error', ARGV[7], 'reason', ARGV[8]})
 wake(ns, id)
 keep(ns, id, ARGV[10])
 return 1
@@ -162,9 +161,9 @@ return 1
 RETRY = (
     _OWNED
     + """
-redis.call('HSET', tkey, 'next_attempt_at', ARGV[5], 'error', ARGV[6], 'reason', ARGV[7], 'worker', '')
 redis.call('ZADD', ns .. ':scheduled', ARGV[5], id)
-transition(ns, id, 'retrying', ARGV[8], me, attempt, ARGV[6])
+transition(ns, id, 'retrying', ARGV[8], me, attempt, ARGV[6],
+  {'next_attempt_at', ARGV[5], 'error', ARGV[6], 'reason', ARGV[7], 'worker', ''})
 return 1
 """
 )
@@ -173,8 +172,7 @@ return 1
 RELEASE = (
     _OWNED
     + """
-redis.call('HSET', tkey, 'worker', '')
-transition(ns, id, 'queued', ARGV[5], me, attempt, ARGV[6])
+transition(ns, id, 'queued', ARGV[5], me, attempt, ARGV[6], {'worker', ''})
 return 1
 """
 )
@@ -187,9 +185,9 @@ local status = redis.call('HGET', tkey, 'status')
 if not status then return 'unknown' end
 if status == 'cancelled' then return 'cancelled' end  -- cancelling twice is not an error
 if status ~= 'queued' and status ~= 'retrying' then return status end
-redis.call('HSET', tkey, 'finished_at', now, 'error', 'cancelled before it started', 'reason', 'cancelled')
 redis.call('ZREM', ns .. ':scheduled', id)
-transition(ns, id, 'cancelled', now, nil, redis.call('HGET', tkey, 'attempts'), nil)
+transition(ns, id, 'cancelled', now, nil, redis.call('HGET', tkey, 'attempts'), nil,
+  {'finished_at', now, 'error', 'cancelled before it started', 'reason', 'cancelled'})
 wake(ns, id)
 return 'cancelled'
 """
@@ -203,8 +201,7 @@ if status and status ~= 'queued' then return 0 end
 if not status then
   create(ns, id, ARGV[3], '[]', '{}', now, ARGV[6], 0, now)
 end
-redis.call('HSET', tkey, 'finished_at', now, 'error', ARGV[4], 'reason', 'rejected')
-transition(ns, id, 'failed', now, nil, 0, 'dead-lettered')
+transition(ns, id, 'failed', now, nil, 0, 'dead-lettered', {'finished_at', now, 'error', ARGV[4], 'reason', 'rejected'})
 wake(ns, id)
 return 1
 """
@@ -301,14 +298,12 @@ for i = 1, #running, 2 do
       local attempts = tonumber(st[3])
       lose(ns, owner, id)
       if attempts >= tonumber(st[4] or ARGV[4]) + 1 then
-        redis.call('HSET', tkey, 'finished_at', now, 'reason', 'worker_lost',
-          'error', 'worker ' .. owner .. ' lost attempt ' .. attempts .. ' (' .. why .. '); no retries left')
-        transition(ns, id, 'failed', now, nil, attempts, 'no retries left')
+        transition(ns, id, 'failed', now, nil, attempts, 'no retries left', {'finished_at', now, 'reason', 'worker_lost',
+          'error', 'worker ' .. owner .. ' lost attempt ' .. attempts .. ' (' .. why .. '); no retries left'})
         wake(ns, id)
         keep(ns, id, ARGV[5])
       else
-        redis.call('HSET', tkey, 'worker', '')
-        transition(ns, id, 'queued', now, nil, attempts, 'requeued: ' .. why)
+        transition(ns, id, 'queued', now, nil, attempts, 'requeued: ' .. why, {'worker', ''})
         table.insert(requeue, st[5])
       end
     end
