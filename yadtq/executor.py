@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -26,6 +27,16 @@ from typing import Any
 
 from yadtq.ops import load_imports, registry
 from yadtq.task import json_safe
+
+
+def readable(fds: list[int], timeout: float) -> set[int]:
+    """Which of ``fds`` can be read now (data, or the other end closed), waiting up to ``timeout``
+    seconds for one. A bare ``poll``: ``multiprocessing.connection.wait`` builds a selector for each
+    call, 25 µs here against 3, and a worker waits twice per task."""
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    return {fd for fd, _ in poller.poll(max(0.0, timeout) * 1000)}
 
 
 @dataclass(frozen=True)
@@ -50,9 +61,9 @@ class Executor:
         return self._proc.pid if self._proc else None
 
     @property
-    def connection(self) -> Connection | None:
-        """Readable when an outcome is ready or the child died: for ``multiprocessing.connection.wait``."""
-        return self._conn
+    def fileno(self) -> int | None:
+        """Readable when an outcome is ready or the child died: for :func:`readable`."""
+        return self._conn.fileno() if self._conn is not None else None
 
     def start(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
@@ -78,7 +89,7 @@ class Executor:
         """The outcome of the submitted task, or None if it is still running after ``timeout``."""
         assert self._conn is not None and self._proc is not None
         try:
-            if not self._conn.poll(timeout):
+            if not readable([self._conn.fileno()], timeout):
                 if self._proc.poll() is None:
                     return None
                 raise EOFError

@@ -20,13 +20,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from multiprocessing.connection import wait
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from yadtq.backend import Claim, Settlement
 from yadtq.errors import InvalidTask, MalformedMessage, ServiceUnavailable
 from yadtq.events import emit
-from yadtq.executor import Executor, Outcome
+from yadtq.executor import Executor, Outcome, readable
 from yadtq.ops import registry
 from yadtq.task import TaskMessage, TaskStatus
 
@@ -164,7 +163,7 @@ class Runner:
         finally:
             self.worker.stop()  # the consumer loop ends when this thread does
 
-    def _wait(self) -> list[Any]:
+    def _wait(self) -> set[int]:
         """Sleep until an outcome, a new message, a deadline or a parked message is due."""
         now = time.monotonic()
         with self._lock:
@@ -178,23 +177,23 @@ class Runner:
             if self._stopping is not None:
                 deadlines.append(self._stopping + self.config.shutdown_grace)
             timeout = max(0.0, min([parked, now + 0.5, *deadlines]) - now)
-        conns = [run.slot.connection for run in self.running.values()]
-        ready_conns = wait([c for c in conns if c is not None] + [self._wake_r], timeout)
-        if self._wake_r in ready_conns:
+        fds = [run.slot.fileno for run in self.running.values()]
+        ready = readable([fd for fd in fds if fd is not None] + [self._wake_r], timeout)
+        if self._wake_r in ready:
             try:
                 while os.read(self._wake_r, 4096):
                     pass
             except (BlockingIOError, OSError):
                 pass
-        return ready_conns
+        return ready
 
-    def _collect(self, ready: list[Any]) -> list[tuple[Run, Outcome]]:
+    def _collect(self, ready: set[int]) -> list[tuple[Run, Outcome]]:
         """Outcomes of finished slots, of tasks past their time limit, and of the shutdown grace."""
         out: list[tuple[Run, Outcome]] = []
         now = time.monotonic()
         grace_over = self._stopping is not None and now > self._stopping + self.config.shutdown_grace
         for run in list(self.running.values()):
-            outcome = run.slot.wait(0) if run.slot.connection in ready else None
+            outcome = run.slot.wait(0) if run.slot.fileno in ready else None
             if outcome is None and now > run.deadline:
                 run.slot.kill()
                 limit = run.deadline - run.started

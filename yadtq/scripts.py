@@ -119,8 +119,8 @@ if status == 'processing' and owner and owner ~= '' then
   lose(ns, owner, id)
   if attempts >= max_retries + 1 then
     redis.call('HDEL', ns .. ':running', id)
-    transition(ns, id, 'failed', now, nil, attempts, 'no retries left', {'finished_at', now,
-      'error', 'worker ' .. owner .. ' died during attempt ' .. attempts .. '; no retries left', 'reason', 'worker_lost'})
+    transition(ns, id, 'failed', now, nil, attempts, 'no retries left', {'finished_at', now, 'reason', 'worker_lost',
+      'error', 'worker ' .. owner .. ' died during attempt ' .. attempts .. '; no retries left'})
     wake(ns, id)
     return {'gave_up', attempts}
   end
@@ -298,8 +298,9 @@ for i = 1, #running, 2 do
       local attempts = tonumber(st[3])
       lose(ns, owner, id)
       if attempts >= tonumber(st[4] or ARGV[4]) + 1 then
-        transition(ns, id, 'failed', now, nil, attempts, 'no retries left', {'finished_at', now, 'reason', 'worker_lost',
-          'error', 'worker ' .. owner .. ' lost attempt ' .. attempts .. ' (' .. why .. '); no retries left'})
+        transition(ns, id, 'failed', now, nil, attempts, 'no retries left', {'finished_at', now,
+          'reason', 'worker_lost', 'error', 'worker ' .. owner .. ' lost attempt ' .. attempts .. ' (' .. why ..
+          '); no retries left'})
         wake(ns, id)
         keep(ns, id, ARGV[5])
       else

@@ -19,12 +19,16 @@ def test_a_message_survives_a_round_trip() -> None:
 def test_optional_fields_have_defaults_so_minimal_messages_decode() -> None:
     msg = TaskMessage.decode(b'{"v": 1, "id": "abc", "op": "add", "args": [1, 2], "kwargs": {}}')
     assert (msg.id, msg.max_retries, msg.time_limit, msg.retry_errors) == ("abc", None, None, False)
+    # what a worker stores with the record, to publish it again, is the message as it came
+    assert msg.encode() == b'{"v": 1, "id": "abc", "op": "add", "args": [1, 2], "kwargs": {}}'
+    assert TaskMessage.decode(msg.encode().decode()).encode() == msg.encode()
 
 
 @pytest.mark.parametrize(
     ("raw", "reason"),
     [
         (b"\xff\xfe", "not JSON"),
+        ('{"v": 1, "id": "\ud800", "op": "add", "args": [], "kwargs": {}}', "not JSON"),  # not UTF-8
         (b"{", "not JSON"),
         (b'{"v": 1, "id": "a", "op": "add", "args": [NaN], "kwargs": {}}', "not JSON"),
         (b"[1, 2]", "not a JSON object"),
@@ -38,7 +42,7 @@ def test_optional_fields_have_defaults_so_minimal_messages_decode() -> None:
         (b'{"v": 1, "id": "a", "op": "add", "args": [], "kwargs": {}, "pickle": "x"}', "unknown field(s): pickle"),
     ],
 )
-def test_malformed_messages_say_why(raw: bytes, reason: str) -> None:
+def test_malformed_messages_say_why(raw: bytes | str, reason: str) -> None:
     with pytest.raises(MalformedMessage) as caught:
         TaskMessage.decode(raw)
     assert reason in caught.value.reason
