@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 
 import pytest
-from kafka.partitioner.default import murmur2
 
 from tests.conftest import live_workers
 from yadtq import monitor
+from yadtq.broker import partition_of
 from yadtq.client import Client, TaskHandle
 from yadtq.config import Config
 from yadtq.pool import Pool
@@ -52,10 +52,10 @@ def settled(client: Client, wait_for, names: list[str]) -> None:
 
 
 def submit_on(client: Client, partitions: set[int], op: str, *args: object) -> TaskHandle:
-    """Submit a task whose id the default partitioner maps onto ``partitions`` (so onto their owner)."""
+    """Submit a task whose id the producer maps onto ``partitions`` (so onto their owner)."""
     for _ in range(10_000):
         msg = client.build(op, args, time_limit=LONG * 3)
-        if (murmur2(msg.id.encode()) & 0x7FFFFFFF) % client.config.partitions in partitions:
+        if partition_of(msg.id.encode(), client.config.partitions) in partitions:
             client.backend.submit(msg)
             client.broker.publish(msg.encode(), key=msg.id)
             return client.handle(msg.id)

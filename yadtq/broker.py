@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -17,12 +18,32 @@ from typing import Any
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewPartitions, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.partitioner import DefaultPartitioner
 from kafka.structs import OffsetAndMetadata
 
 from yadtq.config import Config
 from yadtq.errors import ServiceUnavailable
 
 log = logging.getLogger(__name__)
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition a message with this key (a task's id) goes to: its CRC-32 modulo the count.
+    Nothing depends on which one, only on ids spreading evenly (ordering is not promised)."""
+    return zlib.crc32(key) % partitions
+
+
+class KeyPartitioner(DefaultPartitioner):
+    """:func:`partition_of` for keyed messages. kafka-python's default hashes the key with a
+    pure-Python murmur2, 12 µs a message here against 0.2 for ``zlib.crc32``: a twentieth of the
+    CPU a submit costs. Keyless messages still go to a random available partition."""
+
+    def partition(
+        self, topic: str, key: Any, serialized_key: Any, value: Any, serialized_value: Any, cluster: Any
+    ) -> int:
+        if serialized_key is None:
+            return int(super().partition(topic, key, serialized_key, value, serialized_value, cluster))
+        return partition_of(serialized_key, len(cluster.partitions_for_topic(topic)))
 
 
 class Broker:
@@ -106,6 +127,7 @@ class Broker:
                         **self.config.kafka_options(),
                         acks="all",
                         linger_ms=0,
+                        partitioner=KeyPartitioner(),
                         # kafka-python's idempotent producer (its default) can wedge for good after
                         # a broker crash with sends in flight: no later send is ever answered. The
                         # queue needs no producer idempotence: a duplicate message is a redelivery,

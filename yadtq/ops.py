@@ -9,6 +9,7 @@ the machine. Anything an operation raises fails its task, never the worker.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import math
@@ -58,17 +59,32 @@ class Operation:
             )
         return f"{self.name}({', '.join(params)})"
 
+    @functools.cached_property
+    def _plain(self) -> tuple[str, ...] | None:
+        """The parameter names, if each is a plain one without a default (``add(a, b)``): a call
+        with exactly that many positional arguments binds them in order. ``Signature.bind`` gives the
+        same for such a call, at a tenth of a submit's CPU; anything else still goes through it."""
+        params = list(self.signature.parameters.values())
+        if all(p.kind is p.POSITIONAL_OR_KEYWORD and p.default is p.empty for p in params):
+            return tuple(p.name for p in params)
+        return None
+
     @property
     def doc(self) -> str:
         return (inspect.getdoc(self.func) or "").split("\n")[0]
 
     def check(self, args: list[Any] | tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Raise :class:`BadArguments` unless ``op(*args, **kwargs)`` is an acceptable call."""
-        try:
-            bound = self.signature.bind(*args, **kwargs)
-        except TypeError as exc:
-            raise BadArguments(f"{self.usage}: {exc}") from None
-        for pname, value in bound.arguments.items():
+        names = self._plain
+        if not kwargs and names is not None and len(args) == len(names):
+            arguments, call_args, call_kwargs = dict(zip(names, args, strict=True)), tuple(args), kwargs
+        else:
+            try:
+                bound = self.signature.bind(*args, **kwargs)
+            except TypeError as exc:
+                raise BadArguments(f"{self.usage}: {exc}") from None
+            arguments, call_args, call_kwargs = bound.arguments, bound.args, bound.kwargs
+        for pname, value in arguments.items():
             param = self.signature.parameters[pname]
             hint = self.hints.get(pname)
             if hint is None:
@@ -81,7 +97,7 @@ class Operation:
                     )
         if self.limits is not None:
             try:
-                self.limits(*bound.args, **bound.kwargs)
+                self.limits(*call_args, **call_kwargs)
             except BadArguments as exc:
                 raise BadArguments(f"{self.name}: {exc}") from None
 
