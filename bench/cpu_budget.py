@@ -6,7 +6,9 @@ Submits ``add(i, i)`` one call at a time (the workload of bench/compare.py), fet
 and reads each process's CPU time (user + system, from /proc) before and after: the Kafka broker,
 Redis, the workers, their executors and this client. On a machine of C cores, no drain can be
 faster than C seconds of CPU divided by the CPU one task costs in all of them together; the rows
-say which process to make cheaper. Writes bench/results/cpu_budget.json. Linux only.
+say which process to make cheaper. Then the same for submitting alone, with no worker running
+(until Kafka acknowledged and Redis recorded every task): the bound on the enqueue rate.
+Writes bench/results/cpu_budget.json. Linux only.
 """
 
 from __future__ import annotations
@@ -61,6 +63,36 @@ def service_pid(config: Config, name: str) -> int:
     return int(state[f"{name}_pid"])
 
 
+def measure_submit(tasks: int) -> dict[str, Any]:
+    """CPU per submit in the client, Redis and the broker, with no worker taking anything."""
+    config = Config.from_env(namespace=f"cpu{uuid.uuid4().hex[:8]}", log_level="WARNING")
+    with Client(config) as client:
+        try:
+            client.submit_with("add", (0, 0), wait=True)  # topics made, producer and outbox connected
+            processes = {
+                "kafka broker": [service_pid(config, "kafka")],
+                "redis": [service_pid(config, "redis")],
+                "client": [os.getpid()],
+            }
+            before = {k: sum(map(cpu_seconds, pids)) for k, pids in processes.items()}
+            start = time.perf_counter()
+            for i in range(tasks):
+                client.submit("add", i, i)
+            client.flush()
+            wall = time.perf_counter() - start
+            after = {k: sum(map(cpu_seconds, pids)) for k, pids in processes.items()}
+        finally:
+            client.backend.purge()
+            Broker(config).delete_topics()
+    per_task, total, bound = cpu_use(before, after, tasks)
+    return {
+        "enqueue_per_s": round(tasks / wall),
+        "cpu_us_per_submit": per_task,
+        "cpu_us_per_submit_total": total,
+        "cpu_bound_enqueue_per_s": bound,
+    }
+
+
 def measure(tasks: int, workers: int) -> dict[str, Any]:
     config = Config.from_env(namespace=f"cpu{uuid.uuid4().hex[:8]}", log_level="WARNING")
     with Client(config) as client, Pool(config) as pool:
@@ -103,10 +135,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     result = measure(args.tasks, args.workers)
+    result["submit_alone"] = submit = measure_submit(args.tasks)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "cpu_budget.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"drain {result['drain_per_s']}/s over {result['tasks']} tasks, {result['workers']} workers")
     print_use(result["cpu_us_per_task"], result["cpu_us_per_task_total"], result["cpu_bound_drain_per_s"], "task")
+    print(f"submitting alone, no worker running: {submit['enqueue_per_s']}/s")
+    alone = submit["cpu_us_per_submit"]
+    print_use(alone, submit["cpu_us_per_submit_total"], submit["cpu_bound_enqueue_per_s"], "submit")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@
 - partitions: 8 workers over 4 partitions (half of them idle) and over 16;
 - history: the same run with 10,000 and with 1,000,000 finished tasks already stored.
 
-Writes bench/results/scaling.json.
+Writes bench/results/scaling.json (the groups not run keep their figures from the last run).
 """
 
 from __future__ import annotations
@@ -39,7 +39,9 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=5000)
     parser.add_argument("--only", default=",".join(RUNS))
     args = parser.parse_args()
-    out: dict[str, list[dict[str, Any]]] = {}
+    path: Path = RESULTS / "scaling.json"
+    # the groups not run this time keep their last figures
+    out: dict[str, list[dict[str, Any]]] = json.loads(path.read_text()) if path.exists() else {}
     for group in args.only.split(","):
         out[group] = []
         for settings in RUNS[group]:
@@ -47,7 +49,6 @@ def main() -> None:
             result = measure(tasks=tasks, **settings)
             print(group, json.dumps(result))
             out[group].append(result)
-    path: Path = RESULTS / "scaling.json"
     path.write_text(json.dumps(out, indent=2) + "\n")
 
 

@@ -44,6 +44,8 @@ def test_the_cpu_budget_accounts_for_every_process(base_config) -> None:
     assert set(spent) == {"kafka broker", "redis", "workers", "executors", "client"}
     assert spent["workers"] > 0 and spent["client"] > 0 and spent["kafka broker"] > 0, spent
     assert result["cpu_bound_drain_per_s"] > 0
+    alone = cpu_budget.measure_submit(tasks=300)["cpu_us_per_submit"]
+    assert set(alone) == {"kafka broker", "redis", "client"} and alone["client"] > 0, alone
 
 
 def test_kafka_alone_measures_both_clients_and_every_process(config) -> None:
