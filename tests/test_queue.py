@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
@@ -11,6 +12,7 @@ from kafka import KafkaProducer
 
 from tests.conftest import cli, live_workers
 from yadtq import BadArguments, Client, TaskFailed, TaskStatus, TaskTimeout, UnknownOperation, UnknownTask
+from yadtq.backend import Backend
 from yadtq.config import Config
 from yadtq.pool import Pool
 
@@ -146,6 +148,34 @@ def test_gather_raises_what_results_one_by_one_would(client: Client, pool: Pool)
         client.gather([good, slow], timeout=0.5)
     assert time.monotonic() - started < 2.5, "the timeout is for all the tasks together"
     assert client.gather([], timeout=1) == []
+
+
+def test_round_trips_from_many_threads_leave_no_connection_behind(config: Config, wait_for) -> None:
+    """Each thread keeps a connection of its own for its round trips: those of threads that ended are
+    closed when the next one is made, and ``close()`` closes the rest."""
+    name = f"{config.namespace}-round-trips"
+    backend = Backend(config, client=redis.Redis.from_url(config.redis_url, decode_responses=True, client_name=name))
+
+    def connections() -> int:
+        return sum(1 for c in backend.redis.client_list() if c.get("name") == name)
+
+    try:
+        for _ in range(20):
+            thread = threading.Thread(target=backend.outcomes, args=(["no-such-task"],))
+            thread.start()
+            thread.join(timeout=10)
+        assert backend.outcomes(["no-such-task"]) == [None]  # this thread's own, made after the others ended
+        # this thread's, and the pool's that asks CLIENT LIST
+        wait_for(lambda: connections() <= 2, timeout=10, what="the ended threads' connections to close")
+    finally:
+        backend.close()
+    probe = redis.Redis.from_url(config.redis_url, decode_responses=True)
+    try:
+        wait_for(
+            lambda: all(c.get("name") != name for c in probe.client_list()), timeout=10, what="close() to close all"
+        )
+    finally:
+        probe.close()
 
 
 def test_status_of_an_id_never_submitted_is_unknown(client: Client) -> None:
