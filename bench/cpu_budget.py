@@ -44,17 +44,33 @@ def children(pid: int) -> list[int]:
     return [int(p) for p in out.split()]
 
 
-def cpu_use(before: dict[str, float], after: dict[str, float], count: int) -> tuple[dict[str, int], int, int]:
-    """µs of CPU per unit of work (a task, a message) of each group of processes, their sum, and
-    the rate that sum allows on this machine's cores."""
+def cpu_of(processes: dict[str, list[int]]) -> dict[str, float]:
+    """CPU seconds spent so far by each group of processes."""
+    return {name: sum(map(cpu_seconds, pids)) for name, pids in processes.items()}
+
+
+def cpu_use(
+    before: dict[str, float], after: dict[str, float], count: int, wall: float, rate: str, unit: str
+) -> dict[str, Any]:
+    """What ``count`` units of work (tasks, submits, messages) done in ``wall`` seconds cost: the rate
+    measured (``rate``), µs of CPU per unit of each group of processes (``cpu_us_per_<unit>``) and
+    their sum (``..._total``), and the rate that sum allows on this machine's cores
+    (``cpu_bound_<rate>``)."""
     per_unit = {name: round((after[name] - before[name]) / count * 1e6) for name in before}
     total = sum(per_unit.values())
-    return per_unit, total, round((os.cpu_count() or 1) / (total / 1e6))
+    return {
+        rate: round(count / wall),
+        f"cpu_us_per_{unit}": per_unit,
+        f"cpu_us_per_{unit}_total": total,
+        f"cpu_bound_{rate}": round((os.cpu_count() or 1) / (total / 1e6)),
+    }
 
 
-def print_use(per_unit: dict[str, int], total: int, bound: int, unit: str) -> None:
-    for name, us in per_unit.items():
+def print_use(result: dict[str, Any], rate: str, unit: str) -> None:
+    """The rows of :func:`cpu_use`'s part of ``result``."""
+    for name, us in result[f"cpu_us_per_{unit}"].items():
         print(f"  {name:14} {us:6,} µs of CPU per {unit}")
+    total, bound = result[f"cpu_us_per_{unit}_total"], result[f"cpu_bound_{rate}"]
     print(f"  {'all':14} {total:6,} µs: at most {bound:,}/s on {os.cpu_count() or 1} cores")
 
 
@@ -74,23 +90,17 @@ def measure_submit(tasks: int) -> dict[str, Any]:
                 "redis": [service_pid(config, "redis")],
                 "client": [os.getpid()],
             }
-            before = {k: sum(map(cpu_seconds, pids)) for k, pids in processes.items()}
+            before = cpu_of(processes)
             start = time.perf_counter()
             for i in range(tasks):
                 client.submit("add", i, i)
             client.flush()
             wall = time.perf_counter() - start
-            after = {k: sum(map(cpu_seconds, pids)) for k, pids in processes.items()}
+            after = cpu_of(processes)
         finally:
             client.backend.purge()
             Broker(config).delete_topics()
-    per_task, total, bound = cpu_use(before, after, tasks)
-    return {
-        "enqueue_per_s": round(tasks / wall),
-        "cpu_us_per_submit": per_task,
-        "cpu_us_per_submit_total": total,
-        "cpu_bound_enqueue_per_s": bound,
-    }
+    return cpu_use(before, after, tasks, wall, "enqueue_per_s", "submit")
 
 
 def measure(tasks: int, workers: int) -> dict[str, Any]:
@@ -106,25 +116,21 @@ def measure(tasks: int, workers: int) -> dict[str, Any]:
                 "executors": [c for pid in worker_pids for c in children(pid)],
                 "client": [os.getpid()],
             }
-            before = {k: sum(map(cpu_seconds, pids)) for k, pids in processes.items()}
+            before = cpu_of(processes)
             start = time.perf_counter()
             handles = [client.submit("add", i, i) for i in range(tasks)]
             assert client.gather(handles, timeout=300) == [2 * i for i in range(tasks)]
             wall = time.perf_counter() - start
-            after = {k: sum(map(cpu_seconds, pids)) for k, pids in processes.items()}
+            after = cpu_of(processes)
         finally:
             pool.close()
             client.backend.purge()
             Broker(config).delete_topics()
-    per_task, total, bound = cpu_use(before, after, tasks)
     return {
         "tasks": tasks,
         "workers": workers,
-        "drain_per_s": round(tasks / wall),
-        "cpu_us_per_task": per_task,
-        "cpu_us_per_task_total": total,
+        **cpu_use(before, after, tasks, wall, "drain_per_s", "task"),
         "cores": os.cpu_count() or 1,
-        "cpu_bound_drain_per_s": bound,
         "load_avg": os.getloadavg()[0],
     }
 
@@ -139,10 +145,9 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "cpu_budget.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"drain {result['drain_per_s']}/s over {result['tasks']} tasks, {result['workers']} workers")
-    print_use(result["cpu_us_per_task"], result["cpu_us_per_task_total"], result["cpu_bound_drain_per_s"], "task")
+    print_use(result, "drain_per_s", "task")
     print(f"submitting alone, no worker running: {submit['enqueue_per_s']}/s")
-    alone = submit["cpu_us_per_submit"]
-    print_use(alone, submit["cpu_us_per_submit_total"], submit["cpu_bound_enqueue_per_s"], "submit")
+    print_use(submit, "enqueue_per_s", "submit")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from cpu_budget import cpu_seconds, cpu_use, print_use, service_pid
+from cpu_budget import cpu_of, cpu_use, print_use, service_pid
 from throughput import RESULTS
 
 from yadtq import Config
@@ -164,14 +164,14 @@ def _cpu(topic: str, config: Config, messages: int, consumers: int) -> dict[str,
         time.sleep(1)  # the group settled
         pids = {"kafka broker": [service_pid(config, "kafka")], "producer": [os.getpid()]}
         pids["consumers"] = [p.pid for p in procs if p.pid is not None]
-        before = {name: sum(map(cpu_seconds, p)) for name, p in pids.items()}
+        before = cpu_of(pids)
         start = time.perf_counter()
         for i in range(messages):
             producer.send(topic, json.dumps({"id": i, "op": "add", "args": [i, i]}).encode())
         producer.flush(timeout=60)
         _wait(lambda: seen.value >= messages, 120, "the consumers to read every message")
         wall = time.perf_counter() - start
-        after = {name: sum(map(cpu_seconds, p)) for name, p in pids.items()}
+        after = cpu_of(pids)
     finally:
         stop.set()
         for proc in procs:
@@ -180,15 +180,11 @@ def _cpu(topic: str, config: Config, messages: int, consumers: int) -> dict[str,
                 proc.kill()
                 proc.join(timeout=5)
         producer.close(timeout=5)
-    per_message, total, bound = cpu_use(before, after, messages)
     return {
         "messages": messages,
         "consumers": consumers,
-        "per_s": round(messages / wall),
-        "cpu_us_per_message": per_message,
-        "cpu_us_per_message_total": total,
+        **cpu_use(before, after, messages, wall, "per_s", "message"),
         "cores": os.cpu_count() or 1,
-        "cpu_bound_per_s": bound,
         "load_avg": os.getloadavg()[0],
     }
 
@@ -217,7 +213,7 @@ def main() -> None:
         print(f"send -> a waiting consumer, {client:12} {figures}")
     result = out["cpu"]
     print(f"{result['messages']} messages, {result['per_s']}/s, {result['consumers']} consumers")
-    print_use(result["cpu_us_per_message"], result["cpu_us_per_message_total"], result["cpu_bound_per_s"], "message")
+    print_use(result, "per_s", "message")
 
 
 if __name__ == "__main__":
