@@ -158,9 +158,16 @@ class Backend:
         if owned is not None and owned[0] == mine:
             return owned[1]
         conn = self.redis.connection_pool.make_connection()
+        ended: list[redis.connection.AbstractConnection] = []
         with self._owned_lock:
-            ended = [c for thread, c in self._owned if not thread.is_alive()]
-            self._owned = [(t, c) for t, c in self._owned if t.is_alive()] + [(threading.current_thread(), conn)]
+            # one look at each thread: asking twice, a thread ending in between would be in neither list
+            kept = [(threading.current_thread(), conn)]
+            for thread, other in self._owned:
+                if thread.is_alive():
+                    kept.append((thread, other))
+                else:
+                    ended.append(other)
+            self._owned = kept
         for old in ended:
             old.disconnect()
         self._own.conn = (mine, conn)
