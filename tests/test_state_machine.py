@@ -81,6 +81,25 @@ def test_the_reaper_requeues_a_dead_workers_task_once(backend: Backend, config: 
     assert "requeued" in backend.history(msg.id)[-1]["note"]
 
 
+def test_a_heartbeat_timed_before_the_death_does_not_revive_the_worker(backend: Backend, config: Config) -> None:
+    """Paused between reading its clock and sending its beat, a worker delivers, on waking, a beat
+    older than its death. Recorded, that old time would look silent at once and the reaper would
+    declare it dead a second time for one pause; instead the next, fresh beat revives it once."""
+    beat(backend, "victim")
+    composed = time.time() - config.heartbeat_timeout - 1
+    backend.redis.zadd(backend.keys.workers, {"victim": composed})
+    backend.reap()
+    record = backend.redis.hgetall(backend.keys.worker("victim"))
+    assert record["state"] == "dead"
+    args = ("victim", composed, "idle", "", 1, "host", "0", config.heartbeat_history, composed, 0)
+    assert backend._run("heartbeat", *args) == "dead"  # the late beat
+    assert backend.redis.hgetall(backend.keys.worker("victim")) == record, "a stale beat changed the record"
+    beat(backend, "victim")  # the first beat after the pause
+    backend.reap()
+    after = backend.redis.hgetall(backend.keys.worker("victim"))
+    assert (after["state"], after["revived"], after["dead_at"]) == ("idle", "1", record["dead_at"])
+
+
 def test_a_dead_worker_names_the_task_it_lost_even_if_no_heartbeat_listed_it(
     backend: Backend, config: Config, client: Client
 ) -> None:

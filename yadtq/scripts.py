@@ -207,10 +207,15 @@ return 1
 """
 
 #: ARGV: ns, name, now, state, current_task, pid, host, partitions, history_len, started_at, rebalances
+#: -> the state before. A beat timed before the worker was declared dead is dropped and answers
+#: ``dead``: the worker was stopped (SIGSTOP, a VM pause) between reading its clock and sending, and
+#: recording that old time would make it look silent again at once, so the reaper would declare it
+#: dead a second time for one pause. Its next beat, timed after the pause, brings it back.
 HEARTBEAT = """
 local ns, name, now, state = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local wkey = ns .. ':worker:' .. name
-local previous = redis.call('HGET', wkey, 'state')
+local previous, dead_at = unpack(redis.call('HMGET', wkey, 'state', 'dead_at'))
+if previous == 'dead' and tonumber(now) <= tonumber(dead_at or 0) then return 'dead' end
 redis.call('HSET', wkey, 'name', name, 'state', state, 'current_task', ARGV[5], 'pid', ARGV[6], 'host', ARGV[7],
   'partitions', ARGV[8], 'last_heartbeat', now, 'started_at', ARGV[10], 'rebalances', ARGV[11])
 if previous == 'dead' and state ~= 'stopped' then redis.call('HINCRBY', wkey, 'revived', 1) end
