@@ -85,16 +85,18 @@ def test_a_heartbeat_timed_before_the_death_does_not_revive_the_worker(backend: 
     """Paused between reading its clock and sending its beat, a worker delivers, on waking, a beat
     older than its death. Recorded, that old time would look silent at once and the reaper would
     declare it dead a second time for one pause; instead the next, fresh beat revives it once."""
-    beat(backend, "victim")
-    composed = time.time() - config.heartbeat_timeout - 1
-    backend.redis.zadd(backend.keys.workers, {"victim": composed})
+
+    def beat_timed(at: float) -> str:
+        return backend._run("heartbeat", "victim", at, "idle", "", 1, "host", "0", config.heartbeat_history, at, 0)
+
+    last = time.time() - config.heartbeat_timeout - 2
+    beat_timed(last)  # its last beat before the pause
     backend.reap()
     record = backend.redis.hgetall(backend.keys.worker("victim"))
     assert record["state"] == "dead"
-    args = ("victim", composed, "idle", "", 1, "host", "0", config.heartbeat_history, composed, 0)
-    assert backend._run("heartbeat", *args) == "dead"  # the late beat
+    assert beat_timed(last + 0.5) == "dead"  # timed during the pause, delivered after the death
     assert backend.redis.hgetall(backend.keys.worker("victim")) == record, "a stale beat changed the record"
-    beat(backend, "victim")  # the first beat after the pause
+    beat(backend, "victim")  # the first beat timed after the pause
     backend.reap()
     after = backend.redis.hgetall(backend.keys.worker("victim"))
     assert (after["state"], after["revived"], after["dead_at"]) == ("idle", "1", record["dead_at"])
