@@ -20,11 +20,10 @@ from collections.abc import Callable
 from typing import Any
 
 from kafka_alone import latency, percentiles
-from throughput import RESULTS
+from throughput import RESULTS, scratch
 
-from yadtq import Client, Config, Pool, TaskStatus
+from yadtq import Config, TaskStatus
 from yadtq.backend import Settlement
-from yadtq.broker import Broker
 from yadtq.executor import Executor
 
 
@@ -42,35 +41,31 @@ def main() -> None:
     n = args.n
     config = Config.from_env(namespace=f"anat{uuid.uuid4().hex[:8]}", log_level="WARNING")
     out: dict[str, Any] = {}
-    with Client(config) as client:
-        try:
-            client.broker.ensure_topics()
-            backend = client.backend
-            msgs = [client.build("add", [i, i]) for i in range(n)]
-            out["client: build and check a message"] = per_call(n, lambda i: client.build("add", [i, i]))
-            out["client: producer.send (batched, no wait)"] = per_call(
-                n, lambda i: client.broker.send(msgs[i].encode(), key=msgs[i].id)
-            )
-            client.broker.flush()
-            out["client: send and wait for Kafka's ack"] = per_call(
-                n // 4, lambda i: client.broker.publish(msgs[i].encode(), key=msgs[i].id)
-            )
-            out["redis: one script call (SUBMIT, a round trip)"] = per_call(n // 4, lambda i: backend.submit(msgs[i]))
-            start = time.perf_counter()
-            backend.record(msgs)
-            out["redis: SUBMIT per record in a batch"] = round((time.perf_counter() - start) / n * 1e6, 1)
-            start = time.perf_counter()
-            _, claims = backend.exchange("anatomy", [], msgs)
-            done = [
-                Settlement(m.id, c.attempt, TaskStatus.SUCCESS, 2 * i)
-                for i, (m, c) in enumerate(zip(msgs, claims, strict=True))
-            ]
-            backend.exchange("anatomy", done, [])
-            out["redis: CLAIM + FINISH per task in a batch"] = round((time.perf_counter() - start) / n * 1e6, 1)
-            out["redis: result read (HMGET)"] = per_call(n, lambda i: backend.outcomes([msgs[i].id]))
-        finally:
-            client.backend.purge()
-            Broker(config).delete_topics()
+    with scratch(config) as (client, _):
+        client.broker.ensure_topics()
+        backend = client.backend
+        msgs = [client.build("add", [i, i]) for i in range(n)]
+        out["client: build and check a message"] = per_call(n, lambda i: client.build("add", [i, i]))
+        out["client: producer.send (batched, no wait)"] = per_call(
+            n, lambda i: client.broker.send(msgs[i].encode(), key=msgs[i].id)
+        )
+        client.broker.flush()
+        out["client: send and wait for Kafka's ack"] = per_call(
+            n // 4, lambda i: client.broker.publish(msgs[i].encode(), key=msgs[i].id)
+        )
+        out["redis: one script call (SUBMIT, a round trip)"] = per_call(n // 4, lambda i: backend.submit(msgs[i]))
+        start = time.perf_counter()
+        backend.record(msgs)
+        out["redis: SUBMIT per record in a batch"] = round((time.perf_counter() - start) / n * 1e6, 1)
+        start = time.perf_counter()
+        _, claims = backend.exchange("anatomy", [], msgs)
+        done = [
+            Settlement(m.id, c.attempt, TaskStatus.SUCCESS, 2 * i)
+            for i, (m, c) in enumerate(zip(msgs, claims, strict=True))
+        ]
+        backend.exchange("anatomy", done, [])
+        out["redis: CLAIM + FINISH per task in a batch"] = round((time.perf_counter() - start) / n * 1e6, 1)
+        out["redis: result read (HMGET)"] = per_call(n, lambda i: backend.outcomes([msgs[i].id]))
 
     executor = Executor()
     executor.start()
@@ -100,27 +95,22 @@ def end_to_end(config: Config, n: int = 200) -> dict[str, dict[str, float]]:
         "stored -> client has it": [],
         "total": [],
     }
-    with Client(config) as client, Pool(config) as pool:
-        try:
-            pool.start(1)
-            deadline = time.monotonic() + 60
-            while not len(client.workers(live_only=True)) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            for i in range(n + 20):
-                t0 = time.time()
-                handle = client.submit("add", i, i)
-                handle.result(timeout=30)
-                t3 = time.time()
-                history = {h["status"]: h["at"] for h in handle.history()}
-                if i >= 20:  # warm
-                    steps["submit -> claimed"].append(history["processing"] - t0)
-                    steps["claimed -> stored"].append(history["success"] - history["processing"])
-                    steps["stored -> client has it"].append(t3 - history["success"])
-                    steps["total"].append(t3 - t0)
-        finally:
-            pool.close()
-            client.backend.purge()
-            Broker(config).delete_topics()
+    with scratch(config) as (client, pool):
+        pool.start(1)
+        deadline = time.monotonic() + 60
+        while not len(client.workers(live_only=True)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for i in range(n + 20):
+            t0 = time.time()
+            handle = client.submit("add", i, i)
+            handle.result(timeout=30)
+            t3 = time.time()
+            history = {h["status"]: h["at"] for h in handle.history()}
+            if i >= 20:  # warm
+                steps["submit -> claimed"].append(history["processing"] - t0)
+                steps["claimed -> stored"].append(history["success"] - history["processing"])
+                steps["stored -> client has it"].append(t3 - history["success"])
+                steps["total"].append(t3 - t0)
     return {name: percentiles(values) for name, values in steps.items()}
 
 

@@ -22,10 +22,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from throughput import RESULTS, start_warm
+from throughput import RESULTS, scratch, start_warm
 
-from yadtq import Client, Config, Pool
-from yadtq.broker import Broker
+from yadtq import Config
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -82,50 +81,41 @@ def service_pid(config: Config, name: str) -> int:
 def measure_submit(tasks: int) -> dict[str, Any]:
     """CPU per submit in the client, Redis and the broker, with no worker taking anything."""
     config = Config.from_env(namespace=f"cpu{uuid.uuid4().hex[:8]}", log_level="WARNING")
-    with Client(config) as client:
-        try:
-            client.submit_with("add", (0, 0), wait=True)  # topics made, producer and outbox connected
-            processes = {
-                "kafka broker": [service_pid(config, "kafka")],
-                "redis": [service_pid(config, "redis")],
-                "client": [os.getpid()],
-            }
-            before = cpu_of(processes)
-            start = time.perf_counter()
-            for i in range(tasks):
-                client.submit("add", i, i)
-            client.flush()
-            wall = time.perf_counter() - start
-            after = cpu_of(processes)
-        finally:
-            client.backend.purge()
-            Broker(config).delete_topics()
+    with scratch(config) as (client, _):
+        client.submit_with("add", (0, 0), wait=True)  # topics made, producer and outbox connected
+        processes = {
+            "kafka broker": [service_pid(config, "kafka")],
+            "redis": [service_pid(config, "redis")],
+            "client": [os.getpid()],
+        }
+        before = cpu_of(processes)
+        start = time.perf_counter()
+        for i in range(tasks):
+            client.submit("add", i, i)
+        client.flush()
+        wall = time.perf_counter() - start
+        after = cpu_of(processes)
     return cpu_use(before, after, tasks, wall, "enqueue_per_s", "submit")
 
 
 def measure(tasks: int, workers: int) -> dict[str, Any]:
     config = Config.from_env(namespace=f"cpu{uuid.uuid4().hex[:8]}", log_level="WARNING")
-    with Client(config) as client, Pool(config) as pool:
-        try:
-            started = start_warm(client, pool, workers)
-            worker_pids = [w.pid for w in started]
-            processes = {
-                "kafka broker": [service_pid(config, "kafka")],
-                "redis": [service_pid(config, "redis")],
-                "workers": worker_pids,
-                "executors": [c for pid in worker_pids for c in children(pid)],
-                "client": [os.getpid()],
-            }
-            before = cpu_of(processes)
-            start = time.perf_counter()
-            handles = [client.submit("add", i, i) for i in range(tasks)]
-            assert client.gather(handles, timeout=300) == [2 * i for i in range(tasks)]
-            wall = time.perf_counter() - start
-            after = cpu_of(processes)
-        finally:
-            pool.close()
-            client.backend.purge()
-            Broker(config).delete_topics()
+    with scratch(config) as (client, pool):
+        started = start_warm(client, pool, workers)
+        worker_pids = [w.pid for w in started]
+        processes = {
+            "kafka broker": [service_pid(config, "kafka")],
+            "redis": [service_pid(config, "redis")],
+            "workers": worker_pids,
+            "executors": [c for pid in worker_pids for c in children(pid)],
+            "client": [os.getpid()],
+        }
+        before = cpu_of(processes)
+        start = time.perf_counter()
+        handles = [client.submit("add", i, i) for i in range(tasks)]
+        assert client.gather(handles, timeout=300) == [2 * i for i in range(tasks)]
+        wall = time.perf_counter() - start
+        after = cpu_of(processes)
     return {
         "tasks": tasks,
         "workers": workers,

@@ -22,6 +22,8 @@ import signal
 import statistics
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,19 @@ from yadtq import Client, Config, Pool
 from yadtq.broker import Broker
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@contextmanager
+def scratch(config: Config) -> Iterator[tuple[Client, Pool]]:
+    """A client and a worker pool on ``config``'s namespace, which each run makes its own. On the
+    way out the workers stop first, so none recreates a key, then the namespace's keys and topics go."""
+    with Client(config) as client, Pool(config) as pool:
+        try:
+            yield client, pool
+        finally:
+            pool.close()
+            client.backend.purge()
+            Broker(config).delete_topics()
 
 
 def rss_mb(pid: int) -> float:
@@ -130,31 +145,26 @@ def measure(
         submit_wait=wait,
         **({"heartbeat_timeout": 60.0, "session_timeout": 30.0, "max_poll_interval": 60.0} if backlog else {}),
     )
-    with Client(config) as client, Pool(config) as pool:
-        try:
-            if stored:
-                fill(client, stored)
-            started = start_warm(client, pool, workers)
+    with scratch(config) as (client, pool):
+        if stored:
+            fill(client, stored)
+        started = start_warm(client, pool, workers)
 
-            start = time.perf_counter()
-            handles = [client.submit(task(i)[0], *task(i)[1]) for i in tqdm(range(tasks), desc="submit", mininterval=1)]
-            enqueued = time.perf_counter()
-            results = fetch(client, handles, collect)
-            drained = time.perf_counter()
-            assert results == [task(i)[2] for i in range(tasks)]
-            worker_rss = [rss_mb(w.pid) for w in started]
-            backlog_rate = drain_backlog(client, pool, [task(i) for i in range(tasks)]) if backlog else None
+        start = time.perf_counter()
+        handles = [client.submit(task(i)[0], *task(i)[1]) for i in tqdm(range(tasks), desc="submit", mininterval=1)]
+        enqueued = time.perf_counter()
+        results = fetch(client, handles, collect)
+        drained = time.perf_counter()
+        assert results == [task(i)[2] for i in range(tasks)]
+        worker_rss = [rss_mb(w.pid) for w in started]
+        backlog_rate = drain_backlog(client, pool, [task(i) for i in range(tasks)]) if backlog else None
 
-            time.sleep(1)
-            latencies = []
-            for i in range(200):
-                t0 = time.perf_counter()
-                assert client.submit("add", i, i).result(timeout=60) == 2 * i
-                latencies.append((time.perf_counter() - t0) * 1000)
-        finally:
-            pool.close()
-            client.backend.purge()
-            Broker(config).delete_topics()
+        time.sleep(1)
+        latencies = []
+        for i in range(200):
+            t0 = time.perf_counter()
+            assert client.submit("add", i, i).result(timeout=60) == 2 * i
+            latencies.append((time.perf_counter() - t0) * 1000)
     q = statistics.quantiles(latencies, n=100, method="inclusive")
     return {
         "tasks": tasks,
