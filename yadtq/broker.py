@@ -1,9 +1,15 @@
-"""Kafka, the only door to it: topics, the producer, and the workers' consumer.
+"""Kafka, the only door to it: topics, the producer, and the workers' consumers.
 
 Kafka holds what was asked: a task is *accepted* once the broker acknowledged its message
-(``acks=all``). Workers read the task topic as one consumer group, so each partition - and each
-message - belongs to one worker at a time; offsets are committed by the worker only after the
-task's outcome is in Redis (at least once; Redis makes it effectively once, see ``scripts.py``).
+(``acks=all``). Workers read the task topic in one of two ways (``Config.dispatch``):
+
+- **shared** (the default): as one share group (:mod:`yadtq.sharegroup`). The topic has one
+  partition, which every member may fetch from; the broker hands each record to one worker at a
+  time and the worker acknowledges it once the task's outcome is in Redis.
+- **partitioned**: as one consumer group, so each partition belongs to one worker at a time;
+  offsets are committed only after the outcome is in Redis.
+
+Either way delivery is at least once, and Redis makes it effectively once (``scripts.py``).
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from kafka.structs import OffsetAndMetadata
 
 from yadtq.config import Config
 from yadtq.errors import ServiceUnavailable
+from yadtq.sharegroup import ShareConsumer
+from yadtq.sharegroup import admin as share_admin
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +60,74 @@ class Broker:
         self._producer: KafkaProducer | None = None
         self._lock = threading.Lock()
         self._topics_ready = False
+        self._shared: bool | None = None  # whether the broker has share groups, once asked
+
+    # --- dispatch ------------------------------------------------------------------------------
+    def shared_dispatch(self) -> bool:
+        """Whether tasks go through the share group: asked for, and the broker has share groups."""
+        if self.config.dispatch != "shared":
+            return False
+        if self._shared is None:
+            try:
+                with self._admin(int(self.config.submit_timeout * 1000)) as admin:
+                    self._shared = share_admin.has_share_groups(admin)
+            except KafkaError as exc:
+                raise self._unavailable(exc) from None
+        return self._shared
+
+    def share_consumer(self, client_id: str) -> ShareConsumer:
+        """A worker's share-group member, after setting the group configs it relies on:
+
+        - ``share.auto.offset.reset=earliest``: a new group starts at the oldest task, not after
+          the newest (a task submitted before the first worker started must run);
+        - ``share.record.lock.duration.ms`` (``share_lock``) and ``share.delivery.count.limit``
+          (``max_deliveries``): see their settings;
+        - ``share.renew.acknowledge.enable=true``: a worker renews the lock of a task that runs
+          longer than it.
+        """
+        settings = {
+            "share.auto.offset.reset": "earliest",
+            "share.record.lock.duration.ms": str(int(self.config.share_lock * 1000)),
+            "share.delivery.count.limit": str(self.config.max_deliveries),
+            "share.renew.acknowledge.enable": "true",
+        }
+        try:
+            with self._admin(int(self.config.submit_timeout * 1000)) as admin:
+                answers = share_admin.configure(admin, self.config.share_group_id, settings)
+            for group, answer in answers.items():
+                if answer != "OK":
+                    log.warning("share group %s: the broker refused its settings %s: %s", group, settings, answer)
+            return ShareConsumer(
+                self.config.share_group_id,
+                self.config.task_topic,
+                client_id,
+                request_timeout=5.0,
+                bootstrap_timeout=self.config.submit_timeout,
+                **self.config.kafka_options(),
+            )
+        except KafkaError as exc:
+            raise self._unavailable(exc) from None
+
+    def share_group(self) -> dict[str, Any] | None:
+        """The share group's state and members (``sharegroup.admin.describe``); None on error."""
+        try:
+            with self._admin(5_000) as admin:
+                return share_admin.describe(admin, self.config.share_group_id)
+        except KafkaError:
+            return None
 
     # --- topics --------------------------------------------------------------------------------
     def ensure_topics(self) -> None:
-        """Create the task and dead-letter topics, or grow the task topic to ``partitions``."""
+        """Create the task and dead-letter topics, or grow the task topic to ``partitions``.
+
+        With shared dispatch the task topic has one partition: the share group's assignor gives every
+        partition to every member only while there are no more partitions than members, and splits
+        them otherwise, which would make each worker a queue of its own again."""
         if self._topics_ready:
             return
         timeout_ms = int(self.config.submit_timeout * 1000)
-        wanted = {self.config.task_topic: self.config.partitions, self.config.dead_letter_topic: 1}
+        partitions = 1 if self.shared_dispatch() else self.config.partitions
+        wanted = {self.config.task_topic: partitions, self.config.dead_letter_topic: 1}
         try:
             with self._admin(timeout_ms) as admin:
                 existing = set(admin.list_topics())
@@ -71,9 +139,16 @@ class Broker:
                         pass  # another process won the race
                 else:
                     described = admin.describe_topics([self.config.task_topic])
-                    have = len(described[0]["partitions"]) if described else self.config.partitions
-                    if have < self.config.partitions:
-                        admin.create_partitions({self.config.task_topic: NewPartitions(self.config.partitions)})
+                    have = len(described[0]["partitions"]) if described else partitions
+                    if have < partitions:
+                        admin.create_partitions({self.config.task_topic: NewPartitions(partitions)})
+                    elif have > partitions:
+                        log.warning(
+                            "%s has %d partitions: share-group members each get a part of them, so a task "
+                            "waits for the worker holding its partition; use a namespace of its own",
+                            self.config.task_topic,
+                            have,
+                        )
         except KafkaError as exc:
             raise self._unavailable(exc) from None
         self._topics_ready = True
@@ -98,8 +173,10 @@ class Broker:
             names = [t for t in ours if t in existing]
             if names:
                 admin.delete_topics(names, timeout_ms=10_000)
-            if any(g["group_id"] == self.config.group_id for g in admin.list_groups()):
-                admin.delete_groups([self.config.group_id])
+            groups = {self.config.group_id, self.config.share_group_id}
+            listed = [g["group_id"] for g in admin.list_groups() if g["group_id"] in groups]
+            if listed:
+                admin.delete_groups(listed)
         self._topics_ready = False
 
     @contextmanager

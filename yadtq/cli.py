@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from yadtq.config import DELIVERY_MODES, Config
+from yadtq.config import DELIVERY_MODES, DISPATCH_MODES, Config
 from yadtq.errors import (
     ConfigError,
     InvalidTask,
@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tasks", type=int, help="exit after this many messages")
     p.add_argument("--concurrency", type=int, help="tasks run at once, each in its own process (default 1)")
     p.add_argument("--delivery", choices=DELIVERY_MODES, help="delivery semantics (default effectively_once)")
+    p.add_argument("--dispatch", choices=DISPATCH_MODES, help="shared (a Kafka share group, default) or partitioned")
     p = sub.add_parser("submit", help="submit a task, e.g. `yadtq submit add 2 3 --wait`")
     p.add_argument("op", help="operation name (see `yadtq ops`)")
     p.add_argument("args", nargs="*", help="arguments, as JSON where they parse (2, 2.5, [1,2,3])")
@@ -136,7 +137,11 @@ def cmd_worker(config: Config, args: argparse.Namespace) -> int:
     from yadtq.worker import Worker
 
     config = config.replace(
-        **{k: v for k, v in (("concurrency", args.concurrency), ("delivery", args.delivery)) if v is not None}
+        **{
+            k: v
+            for k, v in (("concurrency", args.concurrency), ("delivery", args.delivery), ("dispatch", args.dispatch))
+            if v is not None
+        }
     )
     from yadtq.observe import worker_hooks
 

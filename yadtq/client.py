@@ -423,7 +423,7 @@ class Client:
     def dead_letters(self, limit: int = 100) -> pd.DataFrame:
         return _frame(
             self.backend.dead_letters(limit),
-            ["at", "reason", "task_id", "worker", "partition", "offset", "preview"],
+            ["at", "reason", "task_id", "worker", "partition", "offset", "deliveries", "preview"],
             ("at",),
         )
 

@@ -23,6 +23,7 @@ from yadtq.errors import ConfigError
 
 ENV_PREFIX = "YADTQ_"
 DELIVERY_MODES = ("effectively_once", "at_least_once", "at_most_once")
+DISPATCH_MODES = ("shared", "partitioned")
 
 
 def _default_home() -> Path:
@@ -56,6 +57,22 @@ class Config:
     imports: tuple[str, ...] = ()
 
     # --- worker behaviour -------------------------------------------------------------------
+    #: How tasks reach workers. ``shared`` (Kafka share groups, KIP-932): one queue, any worker with
+    #: a free slot takes the next task, the broker locks each handed-out record and counts its
+    #: deliveries. ``partitioned``: a classic consumer group, each partition one worker's own queue
+    #: (for brokers older than 4.2, and for the lab's comparison). A worker on a broker without share
+    #: groups says so once and falls back to ``partitioned``.
+    dispatch: str = "shared"
+    #: Shared dispatch: how long the broker lets a worker hold a task's record unacknowledged before
+    #: handing it to another (the share group's ``share.record.lock.duration.ms``). A worker renews
+    #: the lock of every task it still runs, so this bounds only how long the record of a worker
+    #: that was killed or paused before it claimed the task waits. 15 s is the broker's lowest
+    #: allowed value unless ``group.share.min.record.lock.duration.ms`` is lowered.
+    share_lock: float = 15.0
+    #: Shared dispatch: a record handed out this many times (each time to a worker that died or
+    #: stalled holding it) is dead-lettered, not run again; also the group's
+    #: ``share.delivery.count.limit`` (the broker allows 2 to 10), so Kafka stops there too.
+    max_deliveries: int = 10
     heartbeat_interval: float = 1.0
     #: A worker whose last heartbeat is older than this is declared dead and its task requeued.
     heartbeat_timeout: float = 2.5
@@ -169,6 +186,12 @@ class Config:
         return f"{self.namespace}.workers"
 
     @property
+    def share_group_id(self) -> str:
+        """The share group of ``dispatch = "shared"``: a group id of its own, since Kafka keeps
+        consumer groups and share groups in one namespace and a group has one type."""
+        return f"{self.namespace}.shared-workers"
+
+    @property
     def services_file(self) -> Path:
         return Path(self.home) / "services.json"
 
@@ -223,6 +246,12 @@ class Config:
             raise ConfigError("concurrency and prefetch must be at least 1")
         if self.delivery not in DELIVERY_MODES:
             raise ConfigError(f"delivery {self.delivery!r} must be one of {', '.join(DELIVERY_MODES)}")
+        if self.dispatch not in DISPATCH_MODES:
+            raise ConfigError(f"dispatch {self.dispatch!r} must be one of {', '.join(DISPATCH_MODES)}")
+        if not 2 <= self.max_deliveries <= 10:
+            raise ConfigError("max_deliveries must be between 2 and 10 (the bounds Kafka allows)")
+        if self.share_lock < 1:
+            raise ConfigError("share_lock must be at least 1 second")
         if self.shed_after < 0:
             raise ConfigError("shed_after cannot be negative (0 turns it off)")
         _validate_monitoring(self)

@@ -58,6 +58,11 @@ class MalformedMessage(YadtqError):
         self.reason = reason
 
 
+class DeliveriesExhausted(YadtqError):
+    """A record the share group handed out ``max_deliveries`` times: every worker that held it died
+    or stalled, so it is dead-lettered rather than given to one more."""
+
+
 class TaskFailed(YadtqError):
     """The task ran and failed (or was cancelled); ``error`` is what the worker recorded."""
 

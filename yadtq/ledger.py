@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import heapq
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 
 class _Partition:
@@ -78,3 +78,38 @@ class OffsetLedger:
     def unsettled(self) -> int:
         with self._lock:
             return sum(len(p.heap) - len(p.settled) for p in self._parts.values())
+
+
+class AckLedger:
+    """The shared-dispatch counterpart of :class:`OffsetLedger`: records acquired from the share
+    group and not yet settled. A share group takes one acknowledgement per record, so there is no
+    commit point: a settled record is acknowledged (``ack``) at once, in any order, and the records
+    still held are the ones whose locks the worker renews.
+
+    Thread-safe: the consumer thread adds, the runner thread settles.
+    """
+
+    def __init__(self, ack: Callable[[int, int], None]) -> None:
+        self._ack = ack
+        self._held: set[tuple[int, int]] = set()
+        self._lock = threading.Lock()
+
+    def add(self, partition: int, offset: int) -> None:
+        with self._lock:
+            self._held.add((partition, offset))
+
+    def settle(self, partition: int, offset: int) -> None:
+        with self._lock:
+            if (partition, offset) not in self._held:
+                return
+            self._held.discard((partition, offset))
+        self._ack(partition, offset)
+
+    def held(self) -> list[tuple[int, int]]:
+        """Records acquired and not settled: their tasks wait, run, or are parked here."""
+        with self._lock:
+            return sorted(self._held)
+
+    def unsettled(self) -> int:
+        with self._lock:
+            return len(self._held)

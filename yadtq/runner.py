@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 from yadtq.backend import Claim, Settlement
-from yadtq.errors import InvalidTask, MalformedMessage, ServiceUnavailable
+from yadtq.errors import DeliveriesExhausted, InvalidTask, MalformedMessage, ServiceUnavailable
 from yadtq.events import emit
 from yadtq.executor import Executor, Outcome, readable
 from yadtq.ops import registry
@@ -64,6 +64,9 @@ class Delivery:
     partition: int
     offset: int
     value: bytes
+    #: Times the broker has handed this record out, this one included (shared dispatch counts them;
+    #: a consumer group does not, and every delivery reads 1).
+    delivery_count: int = 1
 
 
 @dataclass
@@ -233,6 +236,9 @@ class Runner:
                 if decoded is None:
                     continue
                 msg = decoded
+                if delivery.delivery_count >= self.config.max_deliveries:
+                    self._deliveries_exhausted(delivery, msg)
+                    continue
             run = self.running.get(msg.id)
             if run is not None and self.mode != "force":
                 run.deliveries.append(delivery)  # a redelivery of what runs here
@@ -261,6 +267,16 @@ class Runner:
             self.worker.dead_letter(delivery, MalformedMessage(f"invalid: {type(exc).__name__}: {exc}"), msg)
         self._settle([delivery])
         return None
+
+    def _deliveries_exhausted(self, delivery: Delivery, msg: TaskMessage) -> None:
+        """The broker's last delivery of a record every earlier holder died or stalled with: dead-letter
+        it (the task fails, unless it runs or ended elsewhere) rather than risk a worker more."""
+        reason = (
+            f"delivered {delivery.delivery_count} times (max_deliveries {self.config.max_deliveries}): "
+            "each worker that held it died or stalled"
+        )
+        self.worker.dead_letter(delivery, DeliveriesExhausted(reason), msg)
+        self._settle([delivery])
 
     def _exchange(self, finished: list[tuple[Run, Outcome]], taken: list[tuple[Delivery, TaskMessage]]) -> None:
         """One Redis round trip: store the outcomes, claim the taken messages; then act on both."""

@@ -1,16 +1,22 @@
-"""A worker: one process, one member of the Kafka consumer group, ``concurrency`` tasks at a time.
+"""A worker: one process, one member of the Kafka group, ``concurrency`` tasks at a time.
 
-Each message goes through **decode -> claim -> execute -> store -> commit**. The offset is committed
-only after the outcome is in Redis, so a worker that dies at any point leaves its message uncommitted
-and Kafka hands it to another worker; the claim script makes sure a task already finished is not
-run again.
+Each message goes through **decode -> claim -> execute -> store -> acknowledge**. The message is
+acknowledged only after the outcome is in Redis, so a worker that dies at any point leaves it
+unacknowledged and Kafka hands it to another worker; the claim script makes sure a task already
+finished is not run again. How a message is acknowledged depends on the dispatch:
+
+- **shared** (a share group): the worker fetches at most as many records as it has free slots,
+  acknowledges each one (ACCEPT) once settled, and renews the broker's lock on the ones it still
+  holds; the broker gives an unacknowledged record to another worker when its lock expires;
+- **partitioned** (a consumer group): each partition is one worker's; the worker commits the
+  settled prefix of each partition (:class:`OffsetLedger`) and, while every slot is busy, hands
+  its partitions to free workers (see ``assignor.py``).
 
 Three threads, each with one job:
 
 - the **consumer** (this module's loop, the main thread) is the only one that touches the Kafka
-  consumer. It polls all the time, so the group never waits for this worker and a rebalance always
-  completes; it feeds fetched messages to the runner, commits what the :class:`OffsetLedger` says is
-  settled, and hands its partitions to free workers while every slot is busy (see ``assignor.py``);
+  consumer. It polls all the time, so the group never waits for this worker; it feeds fetched
+  messages to the runner and acknowledges or commits what the ledger says is settled;
 - the **runner** (``runner.py``) claims, executes in child processes and stores outcomes;
 - the **heartbeat** writes the worker's state to Redis every ``heartbeat_interval`` and runs two
   maintenance jobs any live worker can do: the reaper (requeue the task of a worker that stopped
@@ -39,9 +45,10 @@ from yadtq.broker import Broker, commit, request_rejoin
 from yadtq.config import Config
 from yadtq.errors import MalformedMessage, ServiceUnavailable
 from yadtq.events import Hooks, emit
-from yadtq.ledger import OffsetLedger
+from yadtq.ledger import AckLedger, OffsetLedger
 from yadtq.ops import load_imports
 from yadtq.runner import Delivery, Runner, persist
+from yadtq.sharegroup import ShareConsumer, ShareGroupError
 from yadtq.task import TaskMessage
 
 log = logging.getLogger(__name__)
@@ -49,6 +56,8 @@ log = logging.getLogger(__name__)
 #: The consumer's poll timeout. Short, so that commits, stops and sheds happen promptly; a poll
 #: returns at once when messages arrive, so it costs no latency.
 POLL_MS = 100
+#: Longest wait for a share-group member's first assignment before the worker starts its loop anyway.
+JOIN_WAIT = 10.0
 #: Pause after a Kafka error in the consumer loop (the broker restarting, say) before trying again.
 KAFKA_RETRY = 0.5
 
@@ -60,8 +69,12 @@ class Worker:
         self.hooks = list(hooks)
         self.backend = Backend(self.config)
         self.broker = Broker(self.config)
-        self.ledger = OffsetLedger()
+        self.ledger: OffsetLedger | AckLedger = OffsetLedger()
         self.runner = Runner(self)
+        #: The dispatch in use: the configured one, or ``partitioned`` on a broker without share groups.
+        self.dispatch = self.config.dispatch
+        self._share: ShareConsumer | None = None
+        self._renewed = time.monotonic()
         self.state = "starting"
         self.partitions: frozenset[int] = frozenset()
         #: Partition assignments received from Kafka (one per rebalance this worker took part in).
@@ -108,19 +121,34 @@ class Worker:
     def run(self, max_tasks: int | None = None) -> None:
         """Consume until stopped (or ``max_tasks`` messages were handled)."""
         load_imports(self.config.imports)
+        if self.config.dispatch == "shared" and not self.broker.shared_dispatch():
+            log.warning(
+                "%s: this Kafka broker has no share groups (Kafka 4.2 or later has them); "
+                "falling back to dispatch 'partitioned'",
+                self.name,
+            )
+        self.dispatch = "shared" if self.broker.shared_dispatch() else "partitioned"
         self.broker.ensure_topics()
         self.runner.start()
-        self._consumer = self._subscribe()
+        if self.dispatch == "shared":
+            self._share = self.broker.share_consumer(self.name)
+            self.ledger = AckLedger(self._acknowledge)
+            # Shown as a member with its partition from its first heartbeat (about a second).
+            self._share.wait_assigned(JOIN_WAIT)
+            self.partitions = self._share.assignment
+        else:
+            self._consumer = self._subscribe()
         beat = threading.Thread(target=self._heartbeat_loop, name="yadtq-heartbeat", daemon=True)
         self.state = "idle"
         self._persist_beat()  # visible in `yadtq workers` before the first task
         beat.start()
         emit(self.hooks, "worker_started", self)
         log.info(
-            "%s: consuming %s as part of group %s (concurrency %d, %s)",
+            "%s: consuming %s as part of %s group %s (concurrency %d, %s)",
             self.name,
             self.config.task_topic,
-            self.config.group_id,
+            "share" if self._share is not None else "consumer",
+            self.config.share_group_id if self._share is not None else self.config.group_id,
             self.config.concurrency,
             self.config.delivery,
         )
@@ -129,17 +157,24 @@ class Worker:
                 if self._stop.is_set() or (max_tasks is not None and self.handled >= max_tasks):
                     self.runner.stop()
                 try:
-                    self._poll()
-                    self._commit()
-                    self._maybe_shed()
-                    if self._stranded():
-                        self._rejoin()
+                    if self._share is not None:
+                        self._poll_shared(self._share)
+                        self._commit()
+                    else:
+                        self._poll()
+                        self._commit()
+                        self._maybe_shed()
+                        if self._stranded():
+                            self._rejoin()
+                except ShareGroupError:
+                    raise  # refused for good (authorization, say): retrying cannot help
                 except KafkaError as exc:
                     # Kafka restarting or unreachable: keep the worker (its tasks run on, outcomes
                     # go to Redis) and try again; the consumer reconnects by itself.
                     log.warning("%s: Kafka: %s; retrying", self.name, exc)
                     time.sleep(KAFKA_RETRY)
-                self.state = "busy" if self.runner.running else "idle"
+                finally:
+                    self.state = "busy" if self.runner.running else "idle"
         finally:
             self._shutdown(beat)
         if self.runner.error is not None:
@@ -180,11 +215,49 @@ class Worker:
         if deliveries:
             self.runner.put(deliveries)
 
+    def _poll_shared(self, share: ShareConsumer) -> None:
+        """Acquire at most as many records as there are slots to start them in: a record waits in the
+        broker, where any worker with a free slot can take it, not here behind a running task.
+
+        With no room (or stopping) nothing is fetched: the thread sleeps until :attr:`nudge` (a slot
+        freed: ``AckLedger`` settles a record) or ``POLL_MS`` passes. Every ``share_lock / 3`` the
+        locks of the records still held are renewed, so a task longer than the lock keeps its record.
+        """
+        self.partitions = share.assignment
+        if time.monotonic() - self._renewed > self.config.share_lock / 3:
+            self._renewed = time.monotonic()
+            share.renew(self.ledger.held())  # type: ignore[union-attr]
+        room = 0 if self._stop.is_set() else self.runner.free() - self.runner.waiting()
+        if room <= 0:
+            share.flush()
+            if self.nudge.wait(POLL_MS / 1000):
+                self.nudge.clear()
+            return
+        records = share.poll(room, POLL_MS / 1000)
+        for record in records:
+            self.ledger.add(record.partition, record.offset)
+        if records:
+            self.runner.put(Delivery(r.topic, r.partition, r.offset, r.value or b"", r.delivery_count) for r in records)
+
+    def _acknowledge(self, partition: int, offset: int) -> None:
+        """A settled record (runner thread): ACCEPT it with the next request, and wake the consumer
+        thread, since settling usually frees a slot."""
+        assert self._share is not None
+        self._share.acknowledge(partition, offset)
+        self.nudge.set()
+
     def _commit(self, final: bool = False) -> None:
         """Commit every partition's settled prefix; a refused commit is harmless (see ``commit``).
 
         One asynchronous commit is in flight at a time (the next one carries everything settled
-        meanwhile); the ``final`` one, at shutdown, waits for it and then for its own answer."""
+        meanwhile); the ``final`` one, at shutdown, waits for it and then for its own answer.
+        With shared dispatch, send the acknowledgements gathered since the last request instead."""
+        if self._share is not None:
+            self._share.flush()
+            with self._committed:
+                self._commit_rounds += 1
+                self._committed.notify_all()
+            return
         assert self._consumer is not None
         if final:
             deadline = time.monotonic() + 5
@@ -273,6 +346,11 @@ class Worker:
         self.state = "stopping"
         self.runner.stop()
         self.runner.thread.join(timeout=self.config.shutdown_grace + 10)
+        if self._share is not None:
+            try:
+                self._share.close()  # last acknowledgements; records still held go back at once
+            except KafkaError as exc:
+                log.warning("%s: share consumer close: %s", self.name, exc)
         if self._consumer is not None:
             try:
                 self._commit(final=True)
@@ -303,6 +381,7 @@ class Worker:
             "worker": self.name,
             "partition": delivery.partition,
             "offset": delivery.offset,
+            "deliveries": delivery.delivery_count,
             "task_id": task_id,
             "preview": raw[:200].decode("utf-8", "replace"),
         }
