@@ -4,6 +4,10 @@ Debian's Chromium, headless, driven by Playwright for Python, on loopback server
 buttons clicked (Start Workers, Submit Task) and must then show the task in ``success`` without anyone
 pressing Refresh: the live listener has to work through a real kernel and a real widget manager. A
 widget that fails to render ("Error displaying widget") or any console error fails the test.
+JupyterLab and Voila run with a HOME, Jupyter config, data, runtime, settings and workspaces of their
+own under tmp_path: JupyterLab restored the layout of a person's own workspace, naming notebooks this
+root lacks, and failed on the 404s. A stale workspace planted in that HOME keeps it checked,
+and the person's own ~/.jupyter must be left as it was.
 Screenshots go to build/screenshots/.
 """
 
@@ -106,6 +110,76 @@ class Watched:
         assert not self.errors, f"browser console errors: {self.errors}"
 
 
+#: A layout as JupyterLab 4 saves it, naming a notebook the test's root folder lacks: planted where
+#: JupyterLab finds its workspaces unless told otherwise, it stands for a person's stale workspace.
+STALE_WORKSPACE = {
+    "data": {
+        "layout-restorer:data": {
+            "main": {
+                "dock": {"type": "tab-area", "currentIndex": 0, "widgets": ["notebook:01-quickstart-gone.ipynb"]},
+                "current": "notebook:01-quickstart-gone.ipynb",
+            },
+            "down": {"size": 0, "collapsed": True, "widgets": []},
+            "left": {
+                "collapsed": False,
+                "visible": True,
+                "current": "filebrowser",
+                "widgets": ["filebrowser", "running-sessions", "@jupyterlab/toc:plugin", "extensionmanager.main-view"],
+            },
+            "right": {"collapsed": True, "visible": True, "widgets": ["jp-property-inspector", "debugger-sidebar"]},
+            "relativeSizes": [0.19, 0.81, 0],
+            "top": {"simpleVisibility": True},
+        },
+        "notebook:01-quickstart-gone.ipynb": {"data": {"path": "01-quickstart-gone.ipynb", "factory": "Notebook"}},
+    },
+    "metadata": {"id": "default"},
+}
+
+
+def _listing(folder: Path) -> dict[str, int] | None:
+    """Every path under ``folder`` with its mtime, or None when it does not exist."""
+    if not folder.exists():
+        return None
+    return {str(path): path.lstat().st_mtime_ns for path in [folder, *folder.rglob("*")]}
+
+
+@pytest.fixture
+def jupyter_home(base_config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Path]]:
+    """Folders of the test's own for JupyterLab and Voila (and their kernels), set in os.environ,
+    which both servers inherit: a fresh HOME, with Jupyter's config and data in it, and runtime,
+    settings and workspaces apart. The kernel still finds the services (YADTQ_HOME stays the real
+    one) and the python3 kernel spec (sys.prefix/share/jupyter is always searched). In the HOME's
+    default workspaces folder lies a stale workspace, which JupyterLab must not restore. The
+    person's own ~/.jupyter and ~/.local/share/jupyter must be as they were."""
+    real = [Path.home() / ".jupyter", Path.home() / ".local" / "share" / "jupyter"]
+    before = [_listing(folder) for folder in real]
+    home = tmp_path / "home"
+    dirs = {
+        "HOME": home,
+        "JUPYTER_CONFIG_DIR": home / ".jupyter",  # where a person's workspaces are, unless ...
+        "JUPYTER_DATA_DIR": home / ".local" / "share" / "jupyter",
+        "JUPYTER_RUNTIME_DIR": tmp_path / "jupyter-runtime",
+        "JUPYTERLAB_SETTINGS_DIR": tmp_path / "lab-settings",
+        "JUPYTERLAB_WORKSPACES_DIR": tmp_path / "lab-workspaces",  # ... this says otherwise
+        "IPYTHONDIR": home / ".ipython",
+        "MPLCONFIGDIR": tmp_path / "matplotlib",
+        "XDG_CONFIG_HOME": home / ".config",
+        "XDG_CACHE_HOME": home / ".cache",
+        "XDG_DATA_HOME": home / ".local" / "share",
+    }
+    for name, folder in dirs.items():
+        folder.mkdir(parents=True, exist_ok=True)
+        monkeypatch.setenv(name, str(folder))
+    for name in ("JUPYTER_PATH", "JUPYTER_CONFIG_PATH"):  # extra folders a person may search
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("YADTQ_HOME", str(base_config.home))
+    stale = dirs["JUPYTER_CONFIG_DIR"] / "lab" / "workspaces" / "default-37a8.jupyterlab-workspace"
+    stale.parent.mkdir(parents=True)
+    stale.write_text(json.dumps(STALE_WORKSPACE))
+    yield dirs
+    assert [_listing(folder) for folder in real] == before, "the test changed the person's own Jupyter files"
+
+
 def _wait_http(url: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -118,9 +192,10 @@ def _wait_http(url: str, timeout: float) -> None:
 
 
 @pytest.fixture
-def lab(base_config: Config, tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """JupyterLab on loopback over a copy of the quickstart without outputs, widget state or its
-    clean-up cell (the test cleans up the namespace itself, after the page is done)."""
+def lab(base_config: Config, tmp_path: Path, jupyter_home: dict[str, Path]) -> Iterator[tuple[str, Path]]:
+    """JupyterLab on loopback, in ``jupyter_home``'s folders, over a copy of the quickstart without
+    outputs, widget state or its clean-up cell (the test cleans up the namespace itself, after the
+    page is done)."""
     notebook = json.loads((ROOT / "notebooks" / "01-quickstart.ipynb").read_text())
     notebook["metadata"].pop("widgets", None)
     notebook["cells"] = notebook["cells"][:-2]  # the clean-up heading and cell
@@ -128,13 +203,12 @@ def lab(base_config: Config, tmp_path: Path) -> Iterator[tuple[str, Path]]:
         if cell["cell_type"] == "code":
             cell["outputs"], cell["execution_count"] = [], None
     (tmp_path / "quickstart.ipynb").write_text(json.dumps(notebook))
-    settings = tmp_path / "settings" / "@jupyterlab" / "apputils-extension"
+    settings = jupyter_home["JUPYTERLAB_SETTINGS_DIR"] / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
     (settings / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false"}))
     port = free_port()
     env = {
-        **os.environ,
-        "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"),
+        **os.environ,  # with jupyter_home's folders
         "YADTQ_KAFKA_BOOTSTRAP": base_config.kafka_bootstrap,
         "YADTQ_REDIS_URL": base_config.redis_url,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
@@ -216,7 +290,9 @@ def test_quickstart_in_jupyterlab_updates_itself(browser: Any, lab: tuple[str, P
             _purge(base_config.replace(namespace=namespace))
 
 
-def test_voila_dashboard_page_updates_itself_and_stops_its_workers(browser: Any, base_config: Config) -> None:
+def test_voila_dashboard_page_updates_itself_and_stops_its_workers(
+    browser: Any, base_config: Config, jupyter_home: dict[str, Path]
+) -> None:
     config = base_config.replace(namespace=f"t{uuid.uuid4().hex[:10]}", **FAST)
     watched = Watched(browser)
     page = watched.page
