@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import ROOT
+
 COMPOSE_FILE = Path(__file__).resolve().parent.parent / "docker-compose.yml"
 
 
@@ -86,6 +88,16 @@ def test_worker_talks_to_the_containers(compose: dict[str, Any]) -> None:
     env = compose["services"]["worker"]["environment"]
     assert env["YADTQ_KAFKA_BOOTSTRAP"] == "kafka:19092"
     assert env["YADTQ_REDIS_URL"].startswith("redis://redis:6379")
+
+
+def test_share_group_settings_match_the_local_broker(compose: dict[str, Any]) -> None:
+    """The workers' default dispatch needs the same share-group settings in Docker as ``yadtq up``."""
+    lines = (ROOT / "yadtq" / "resources" / "kafka" / "server.properties").read_text().splitlines()
+    local = dict(line.split("=", 1) for line in lines if line.startswith(("share.", "group.share.")))
+    assert {"share.coordinator.state.topic.num.partitions", "group.share.min.record.lock.duration.ms"} <= set(local)
+    env = {k: str(v) for k, v in compose["services"]["kafka"]["environment"].items()}
+    for key, value in local.items():
+        assert env.get("KAFKA_" + key.upper().replace(".", "_")) == value, key
 
 
 def test_kafka_listeners_for_containers_and_host(compose: dict[str, Any]) -> None:

@@ -252,7 +252,8 @@ def test_cli_bad_input_exits_non_zero_with_one_line(config: Config, client: Clie
 
 
 def test_workers_beyond_the_partition_count_sit_idle(make_config, tmp_path, wait_for) -> None:
-    config = make_config(partitions=2)
+    """A consumer group's limit; a share group has none (``test_shared_dispatch.py``)."""
+    config = make_config(partitions=2, dispatch="partitioned")
     with Client(config) as client, Pool(config, log_dir=tmp_path) as pool:
         names = {w.name for w in pool.start(3)}
         wait_for(

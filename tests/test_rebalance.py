@@ -12,9 +12,11 @@ partitioner puts on those workers' partitions, and reads the broker's own log to
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,6 +29,14 @@ from yadtq.config import Config
 from yadtq.pool import Pool
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
+
+
+@pytest.fixture
+def make_config(make_config: Callable[..., Config]) -> Callable[..., Config]:
+    """Partitions changing hands are a consumer group's: these tests pin ``dispatch = "partitioned"``."""
+    return functools.partial(make_config, dispatch="partitioned")
+
+
 LONG = 40.0  # outlives each scenario; the pool hands it back at clean-up
 KAFKA_INFO = {"YADTQ_KAFKA_LOG_LEVEL": "INFO"}  # the group protocol's lines show who led each rebalance
 

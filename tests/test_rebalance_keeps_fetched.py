@@ -13,14 +13,24 @@ partitions that did not come back (``tests/unit/test_listener.py`` checks the ru
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import pytest
 
 from tests.conftest import live_workers
 from yadtq import Client
 from yadtq.audit import audit, execution_counts
+from yadtq.config import Config
 from yadtq.pool import Pool
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
+
+
+@pytest.fixture
+def make_config(make_config: Callable[..., Config]) -> Callable[..., Config]:
+    """Partitions changing hands are a consumer group's: these tests pin ``dispatch = "partitioned"``."""
+    return functools.partial(make_config, dispatch="partitioned")
 
 
 def test_messages_fetched_before_a_shed_still_run(make_config, tmp_path, wait_for) -> None:

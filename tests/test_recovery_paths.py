@@ -76,8 +76,10 @@ def finished_after(client: Client, task_id: str, since: float) -> float:
 
 
 def test_the_reaper_alone_requeues_a_killed_workers_task(make_config, tmp_path, wait_for) -> None:
-    """Kafka's redelivery is made slow (a 30 s session timeout), so only the reaper can be this fast."""
-    config = make_config(imports=PROBE, session_timeout=30.0, max_poll_interval=40.0)
+    """Kafka's redelivery is made slow (a 30 s session timeout), so only the reaper can be this fast.
+    A consumer group's: a share group gives a killed worker's records back the moment its connection
+    closes, so the two paths cannot be told apart there (the next test covers that path)."""
+    config = make_config(imports=PROBE, session_timeout=30.0, max_poll_interval=40.0, dispatch="partitioned")
     with Client(config) as client, Pool(config, log_dir=tmp_path) as pool:
         handle, victim = running_on_one_of_two(client, pool, 1.0, "reaped", wait_for)
         pool.kill(victim)
@@ -95,19 +97,22 @@ def test_the_reaper_alone_requeues_a_killed_workers_task(make_config, tmp_path, 
         assert client.workers().set_index("name").loc[victim, "state"] == "dead"
 
 
-def test_kafka_redelivery_alone_with_the_reaper_off(make_config, tmp_path, wait_for) -> None:
-    """No worker runs the reaper: the task comes back only through the group's rebalance, and the
-    claim script takes it over from the silent holder."""
-    config = make_config(imports=PROBE, reaper=False)
+@pytest.mark.parametrize("dispatch", ["shared", "partitioned"])
+def test_kafka_redelivery_alone_with_the_reaper_off(make_config, tmp_path, wait_for, dispatch) -> None:
+    """No worker runs the reaper: the task comes back only through Kafka (the consumer group's
+    rebalance after the session timeout; the share group's release of the killed worker's records
+    when its connection closes, or their lock's expiry), and the claim script takes it over from the
+    silent holder."""
+    config = make_config(imports=PROBE, reaper=False, dispatch=dispatch)
     with Client(config) as client, Pool(config, log_dir=tmp_path) as pool:
         handle, victim = running_on_one_of_two(client, pool, 1.0, "redelivered", wait_for)
         pool.kill(victim)
         killed = time.time()
         assert handle.result(timeout=30) == 2
         took = finished_after(client, handle.id, killed)
-        # the session timeout, a rebalance, the 1 s task, plus slack for a busy machine
-        bound = config.session_timeout + 1.0 + 5.0
-        record_figures("kafka_alone", {"finished_after_kill_s": round(took, 2), "bound_s": bound})
+        # the session timeout (or the lock), a rebalance, the 1 s task, plus slack for a busy machine
+        bound = (config.share_lock if dispatch == "shared" else config.session_timeout) + 1.0 + 5.0
+        record_figures(f"kafka_alone_{dispatch}", {"finished_after_kill_s": round(took, 2), "bound_s": bound})
         assert took < bound, f"finished {took:.2f}s after the kill (bound {bound:.1f}s)"
         assert any(n.startswith(f"took over from {victim}") for n in notes(client, handle.id))
         assert not any(n.startswith("requeued") for n in notes(client, handle.id)), "the reaper ran though off"

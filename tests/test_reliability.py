@@ -6,12 +6,14 @@ import itertools
 import json
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
-from kafka import KafkaAdminClient, KafkaProducer
+from kafka import KafkaProducer
 
 from tests.conftest import cli, live_workers
 from yadtq import BadArguments, Client, NotCancellable, TaskFailed, TaskStatus
+from yadtq.broker import Broker
 from yadtq.config import Config
 from yadtq.pool import Pool
 from yadtq.task import TaskMessage
@@ -19,8 +21,8 @@ from yadtq.task import TaskMessage
 pytestmark = pytest.mark.services
 
 
-@pytest.fixture
-def raw(config: Config) -> Iterator[Callable[[bytes], None]]:
+@contextmanager
+def raw_sender(config: Config) -> Iterator[Callable[[bytes], None]]:
     """Send bytes to the task topic as any Kafka client could."""
     Client(config).broker.ensure_topics()
     producer = KafkaProducer(bootstrap_servers=config.kafka_bootstrap, max_request_size=4 * 1024 * 1024)
@@ -28,8 +30,16 @@ def raw(config: Config) -> Iterator[Callable[[bytes], None]]:
     def send(value: bytes) -> None:
         producer.send(config.task_topic, value).get(timeout=10)
 
-    yield send
-    producer.close()
+    try:
+        yield send
+    finally:
+        producer.close()
+
+
+@pytest.fixture
+def raw(config: Config) -> Iterator[Callable[[bytes], None]]:
+    with raw_sender(config) as send:
+        yield send
 
 
 def processing_on(client: Client, task_id: str) -> str | None:
@@ -37,14 +47,9 @@ def processing_on(client: Client, task_id: str) -> str | None:
     return info["worker"] if info and info["status"] == "processing" else None
 
 
-def committed(config: Config) -> int:
-    """Messages of the task topic the worker group has committed."""
-    admin = KafkaAdminClient(bootstrap_servers=config.kafka_bootstrap)
-    try:
-        offsets = admin.list_group_offsets(config.group_id)[config.group_id]
-    finally:
-        admin.close()
-    return sum(meta.offset for tp, meta in offsets.items() if tp.topic == config.task_topic and meta.offset > 0)
+def consumed(config: Config) -> int:
+    """Messages of the task topic the workers acknowledged (share group) or committed (consumer group)."""
+    return Broker(config).consumed()
 
 
 # --- worker death ----------------------------------------------------------------------------------
@@ -72,7 +77,14 @@ def test_sigkilled_workers_task_finishes_elsewhere_within_5s_with_default_settin
         assert dead["lost"] == 1
 
 
-def test_a_duplicate_message_runs_the_task_once(config: Config, client: Client, pool: Pool, raw, wait_for):
+@pytest.mark.parametrize("dispatch", ["shared", "partitioned"])
+def test_a_duplicate_message_runs_the_task_once(make_config, tmp_path, wait_for, dispatch):
+    config = make_config(dispatch=dispatch)
+    with Client(config) as client, Pool(config, log_dir=tmp_path) as pool, raw_sender(config) as raw:
+        _a_duplicate_message_runs_the_task_once(client, pool, raw, wait_for, config)
+
+
+def _a_duplicate_message_runs_the_task_once(client: Client, pool: Pool, raw, wait_for, config: Config) -> None:
     msg = TaskMessage(op="square_after", args=[5, 0.2])
     for _ in range(4):
         raw(msg.encode())
@@ -80,21 +92,22 @@ def test_a_duplicate_message_runs_the_task_once(config: Config, client: Client, 
     # Sent without a record (as any Kafka producer may): unknown until a worker claims it.
     wait_for(lambda: client.task(msg.id), timeout=60, what="a worker to pick the task up")
     assert client.result(msg.id, timeout=60) == 25
-    wait_for(lambda: committed(config) >= 4, timeout=30, what="all four copies to be consumed")
+    wait_for(lambda: consumed(config) >= 4, timeout=30, what="all four copies to be consumed")
     history = client.handle(msg.id).history()
     assert [h["status"] for h in history].count("processing") == 1
     assert client.task(msg.id)["attempts"] == 1  # type: ignore[index]
     # and once more, long after it finished
     raw(msg.encode())
-    wait_for(lambda: committed(config) >= 5, timeout=30, what="the late copy to be consumed")
+    wait_for(lambda: consumed(config) >= 5, timeout=30, what="the late copy to be consumed")
     assert client.handle(msg.id).history() == history
 
 
 @pytest.mark.parametrize("shed_after", [0.0, 2.0], ids=["keeps-partitions", "sheds-partitions"])
 def test_a_task_longer_than_max_poll_interval_keeps_its_worker(make_config, tmp_path, wait_for, shed_after):
     """The task runs once however long it takes. Without shedding the group does not change at all;
-    with it, the busy worker hands its partitions over and gets a share back once it is free."""
-    config = make_config(max_poll_interval=2.0, shed_after=shed_after)
+    with it, the busy worker hands its partitions over and gets a share back once it is free. (A
+    consumer group's concern; with a share group the lock is renewed: ``test_shared_dispatch.py``.)"""
+    config = make_config(max_poll_interval=2.0, shed_after=shed_after, dispatch="partitioned")
     with Client(config) as client, Pool(config, log_dir=tmp_path) as pool:
         pool.start(2)
         wait_for(live_workers(client, 2), timeout=60, what="2 workers")

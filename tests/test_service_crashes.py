@@ -221,7 +221,7 @@ def messages_with(config: Config, token: str, timeout: float = 5.0) -> int:
     """Messages in the task topic whose body carries ``token``, read from the start."""
     consumer = KafkaConsumer(**config.kafka_options(), group_id=None, enable_auto_commit=False)
     try:
-        parts = [TopicPartition(config.task_topic, p) for p in range(config.partitions)]
+        parts = [TopicPartition(config.task_topic, p) for p in sorted(consumer.partitions_for_topic(config.task_topic))]
         consumer.assign(parts)
         consumer.seek_to_beginning(*parts)
         ends = consumer.end_offsets(parts)

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import NewPartitions, NewTopic
+from kafka.admin import NewPartitions, NewTopic, OffsetSpec
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.partitioner import DefaultPartitioner
 from kafka.structs import OffsetAndMetadata
@@ -153,6 +153,24 @@ class Broker:
             raise self._unavailable(exc) from None
         self._topics_ready = True
 
+    def consumed(self) -> int:
+        """Messages of the task topic the workers are done with: acknowledged in the share group
+        (its lag subtracted from each partition's end), or committed by the consumer group."""
+        with self._admin(5_000) as admin:
+            if self.shared_dispatch():
+                lags = share_admin.start_offsets(admin, self.config.share_group_id, self.config.task_topic)
+                ends = admin.list_partition_offsets(
+                    {TopicPartition(self.config.task_topic, p): OffsetSpec.LATEST for p in lags}, timeout_ms=5_000
+                )
+                return sum(
+                    ends[TopicPartition(self.config.task_topic, p)].offset - max(lag, 0)
+                    for p, (_s, lag) in lags.items()
+                )
+            offsets = admin.list_group_offsets(self.config.group_id).get(self.config.group_id, {})
+        return sum(
+            meta.offset for tp, meta in offsets.items() if tp.topic == self.config.task_topic and meta.offset > 0
+        )
+
     def group_members(self) -> set[str] | None:
         """Client ids (worker names) in the worker group once settled (an empty group counts as settled);
         None while it rebalances, or on error."""
@@ -166,17 +184,19 @@ class Broker:
         return {member["client_id"] for member in group.get("members", [])}
 
     def delete_topics(self) -> None:
-        """Remove this namespace's topics and consumer group (tests and lab runs clean up with it)."""
+        """Remove this namespace's groups and topics (tests and lab runs clean up with it). The groups
+        go first: deleting a share group also deletes its state for the topic, which the broker
+        answered only after a 10 s timeout, now and then, once the topic was gone."""
         with self._admin(10_000) as admin:
+            groups = {self.config.group_id, self.config.share_group_id}
+            listed = [g["group_id"] for g in admin.list_groups() if g["group_id"] in groups]
+            if listed:
+                admin.delete_groups(listed)
             existing = set(admin.list_topics())
             ours = (self.config.task_topic, self.config.dead_letter_topic, self.config.events_topic)
             names = [t for t in ours if t in existing]
             if names:
                 admin.delete_topics(names, timeout_ms=10_000)
-            groups = {self.config.group_id, self.config.share_group_id}
-            listed = [g["group_id"] for g in admin.list_groups() if g["group_id"] in groups]
-            if listed:
-                admin.delete_groups(listed)
         self._topics_ready = False
 
     @contextmanager

@@ -51,7 +51,8 @@ class Config:
     #: Prefix of every topic, consumer group and Redis key; tests and labs use their own so
     #: several runs can share one Kafka and one Redis without seeing each other.
     namespace: str = "yadtq"
-    #: Partitions of the task topic: the most workers that can be busy at once.
+    #: Partitions of the task topic with partitioned dispatch: the most workers that can be busy at
+    #: once. Shared dispatch uses one partition, which every worker reads (``Broker.ensure_topics``).
     partitions: int = 8
     #: Extra modules to import in workers and clients so their ``@operation``s are registered.
     imports: tuple[str, ...] = ()
@@ -90,22 +91,25 @@ class Config:
     retry_backoff_max: float = 30.0
     #: On SIGTERM a busy worker waits this long for its task, then hands it back.
     shutdown_grace: float = 10.0
-    #: Kafka group session timeout: how fast Kafka itself notices a dead consumer. Short, because a
-    #: rebalance (e.g. a replacement worker joining) waits for every member it still believes in.
+    #: Partitioned dispatch: Kafka group session timeout, how fast Kafka itself notices a dead
+    #: consumer. Short, because a rebalance (e.g. a replacement worker joining) waits for every
+    #: member it still believes in.
     session_timeout: float = 3.0
-    #: Kafka's max.poll.interval (also the rebalance timeout): the worker polls while a task runs
+    #: Partitioned dispatch: Kafka's max.poll.interval (also the rebalance timeout): the worker polls while a task runs
     #: and while Redis is down, so this bounds one loop iteration, never the length of a task.
     max_poll_interval: float = 20.0
     #: Tasks one worker runs at once, each in its own executor process (``yadtq worker --concurrency``).
     concurrency: int = 1
-    #: When the offset of a message is committed relative to running it: ``effectively_once`` (claim
-    #: in Redis, run, store, then commit; a redelivery of a finished task is skipped), ``at_least_once``
-    #: (run, store, commit; every delivery runs) or ``at_most_once`` (commit, then run; a crash loses
-    #: the task). The lab compares them; only the default is a sound choice for real work.
+    #: When a message is acknowledged (its offset committed) relative to running it: ``effectively_once``
+    #: (claim in Redis, run, store, then acknowledge; a redelivery of a finished task is skipped),
+    #: ``at_least_once`` (run, store, acknowledge; every delivery runs) or ``at_most_once``
+    #: (acknowledge, then run; a crash loses the task). The lab compares them; only the default is
+    #: a sound choice for real work.
     delivery: str = "effectively_once"
-    #: Messages a worker fetches ahead of its free slots, so that it never waits on Kafka between tasks.
+    #: Partitioned dispatch: messages a worker fetches ahead of its free slots, so that it never waits
+    #: on Kafka between tasks (a shared worker fetches only for free slots: a task waits in the broker).
     prefetch: int = 64
-    #: A task running this long counts as stuck: a worker whose every slot holds one hands its
+    #: Partitioned dispatch: a task running this long counts as stuck: a worker whose every slot holds one hands its
     #: partitions to free workers (one rebalance) and asks for some once a slot is free again, and
     #: at a join it announces only its other slots. 0 turns this off: partitions then go evenly, and
     #: wait for long tasks, as with Kafka's stock assignors.

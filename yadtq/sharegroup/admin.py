@@ -12,7 +12,12 @@ import kafka.errors as Errors
 from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType
 
-from yadtq.sharegroup.protocol import ShareFetchRequest, ShareGroupDescribeRequest, ShareGroupHeartbeatRequest
+from yadtq.sharegroup.protocol import (
+    DescribeShareGroupOffsetsRequest,
+    ShareFetchRequest,
+    ShareGroupDescribeRequest,
+    ShareGroupHeartbeatRequest,
+)
 
 
 def has_share_groups(admin: KafkaAdminClient) -> bool:
@@ -56,3 +61,28 @@ def describe(admin: KafkaAdminClient, group_id: str) -> dict[str, Any]:
         for m in group.members
     ]
     return {"state": group.group_state, "epoch": group.group_epoch, "members": members}
+
+
+def start_offsets(admin: KafkaAdminClient, group_id: str, topic: str) -> dict[int, tuple[int, int]]:
+    """Per partition of ``topic``: the group's start offset (every record below it is acknowledged,
+    or was given up) and its lag (records from there on not yet acknowledged; -1 where the broker
+    does not say). Partitions the group has not read yet are absent."""
+
+    async def ask() -> Any:
+        node = await admin._find_coordinator_id(group_id)
+        group = DescribeShareGroupOffsetsRequest.DescribeShareGroupOffsetsRequestGroup
+        request = DescribeShareGroupOffsetsRequest(groups=[group(group_id=group_id, topics=None)])
+        return await admin._manager.send(request, node_id=node)
+
+    response = admin._manager.run(ask)
+    out: dict[int, tuple[int, int]] = {}
+    for group in response.groups:
+        if group.error_code and Errors.for_code(group.error_code) is not Errors.GroupIdNotFoundError:
+            raise Errors.for_code(group.error_code)(group.error_message or f"offsets of share group {group_id}")
+        for described in group.topics:
+            if described.topic_name != topic:
+                continue
+            for part in described.partitions:
+                if not part.error_code and part.start_offset >= 0:
+                    out[part.partition_index] = (part.start_offset, part.lag)
+    return out

@@ -65,7 +65,8 @@ log = logging.getLogger(__name__)
 #: a short pause; ``reset``: forget the share session (open a new one) and refresh metadata;
 #: ``expired``: an acknowledgement came too late (the lock had expired, another member has the
 #: record): nothing to do, the queue's own state decides what happens to the task; ``fatal``:
-#: raised to the caller.
+#: raised to the caller. INVALID_REQUEST means this client sent something the broker's session
+#: state refuses (after a broker restart, say): it starts afresh rather than giving up.
 REACTIONS: dict[str, str] = {
     "NotCoordinatorError": "rediscover",
     "CoordinatorNotAvailableError": "rediscover",
@@ -86,7 +87,7 @@ REACTIONS: dict[str, str] = {
     "GroupAuthorizationFailedError": "fatal",
     "TopicAuthorizationFailedError": "fatal",
     "GroupMaxSizeReachedError": "fatal",
-    "InvalidRequestError": "fatal",
+    "InvalidRequestError": "reset",
     "UnsupportedVersionError": "fatal",
     "InvalidGroupIdError": "fatal",
 }
@@ -303,13 +304,14 @@ class ShareConsumer:
         while not self._closed.is_set():
             try:
                 self._run(self._heartbeat)
-            except Errors.KafkaError as exc:
-                log.info("%s: share-group heartbeat: %s", self.client_id, exc)
-                self._coordinator = None
-            except ShareGroupError as exc:
+            except ShareGroupError as exc:  # before KafkaError, which it is too
+                log.error("%s: %s", self.client_id, exc)
                 self._fatal = exc
                 self._beat_now.set()
                 return
+            except Errors.KafkaError as exc:
+                log.info("%s: share-group heartbeat: %s", self.client_id, exc)
+                self._coordinator = None
             # A new member gets its assignment at a later beat than its join: ask again soon rather
             # than after a whole interval (5 s by default), so a worker starts taking tasks at once.
             self._closed.wait(self.heartbeat_interval if self._assignment else min(self.heartbeat_interval, JOIN_BEAT))
@@ -429,7 +431,13 @@ class ShareConsumer:
             fetching = set(partitions) & self._assignment
             acks = self._take_acks(partitions)
             renewing = any(RENEW in a.values() for a in acks.values())
-            if renewing:  # a fetch carries no RENEW: send them alone, then fetch
+            if session.epoch == OPEN_SESSION and acks:
+                # The request that opens a session may carry no acknowledgement (the broker refuses it
+                # whole, INVALID_REQUEST): those records were acquired in a session that is gone, and
+                # went back to the group with it.
+                log.info("%s: %d acknowledgements dropped with a lost share session", self.client_id, len(acks))
+                acks = {}
+            elif renewing:  # a fetch carries no RENEW: send them alone, then fetch
                 await self._send_acks(node, acks)
                 acks = {}
             forgotten = session.partitions - fetching if session.epoch != OPEN_SESSION else set()
@@ -460,7 +468,7 @@ class ShareConsumer:
                 self._sessions.pop(node, None)  # the connection may be gone: open a new session
                 raise
             if response.error_code:
-                self._session_error(node, response.error_code, response.error_message, acks)
+                await self._session_error(node, response.error_code, response.error_message)
                 continue
             session.next_epoch()
             session.partitions = fetching
@@ -534,7 +542,7 @@ class ShareConsumer:
             self._sessions.pop(node, None)
             raise
         if response.error_code:
-            self._session_error(node, response.error_code, response.error_message, acks)
+            await self._session_error(node, response.error_code, response.error_message)
             return
         session.next_epoch()
         for topic in response.responses:
@@ -553,20 +561,19 @@ class ShareConsumer:
             await self._manager.send(request, node_id=node, request_timeout_ms=self._timeout_ms)
         self._sessions.clear()
 
-    def _session_error(self, node: int, code: int, message: str | None, acks: dict[int, dict[int, int]]) -> None:
+    async def _session_error(self, node: int, code: int, message: str | None) -> None:
+        """A request refused as a whole: open a new session next time (its acknowledgements cannot
+        go on a new one: the records went back to the group with the old session)."""
         what, error = reaction(code)
         text = f"{error.__name__}: {message or ''}"
         if what == "fatal":
             self._fatal = ShareGroupError(f"share fetch refused: {text}")
             raise self._fatal
-        log.info("%s: share session with node %s: %s (%s)", self.client_id, node, text, what)
+        log.warning("%s: share session with node %s: %s (%s)", self.client_id, node, text, what)
         self._sessions.pop(node, None)
-        if what != "reset":
-            time.sleep(RETRY_BACKOFF)
-        # The acknowledgements of a reset session cannot be sent on a new one: those locks are gone.
-        if what == "retry":
-            self._requeue_acks(acks)
         self._manager.cluster.request_update()
+        if what != "reset":
+            await self._net.sleep(RETRY_BACKOFF)
 
     def _partition_error(self, partition: int, code: int, what_for: str) -> None:
         what, error = reaction(code)

@@ -1,12 +1,13 @@
-"""The four share-group messages of KIP-932, declared for kafka-python's protocol machinery.
+"""The share-group messages of KIP-932, declared for kafka-python's protocol machinery.
 
 kafka-python (3.0) builds each protocol class from a message definition in Kafka's JSON format,
 read from a file of its own package, and ships none for share groups. Here the definitions are
 written as Python, from the published specification (KIP-932 and Kafka's message definitions for
 the 4.x brokers), for the versions this client speaks only: ShareGroupHeartbeat v1,
 ShareGroupDescribe v1, ShareFetch v1-2 and ShareAcknowledge v1-2 (v2 adds the record-limit acquire
-mode and RENEW acknowledgements). Every one of them is a "flexible" message (compact strings and
-arrays, tagged fields), which kafka-python's codecs handle once the definition says so.
+mode and RENEW acknowledgements), and the admin call DescribeShareGroupOffsets v0-1. Every one of
+them is a "flexible" message (compact strings and arrays, tagged fields), which kafka-python's
+codecs handle once the definition says so.
 
 The one piece of kafka-python that is bypassed is where a definition comes from: :class:`_Defined`
 hands the dictionary to the same ``StructField`` that kafka-python's own metaclass would have
@@ -290,6 +291,67 @@ ACKNOWLEDGE_RESPONSE = _message(
 )
 
 
+OFFSETS_REQUEST = _message(
+    90,
+    "DescribeShareGroupOffsetsRequest",
+    "request",
+    "0-1",
+    [
+        _field(
+            "Groups",
+            "[]DescribeShareGroupOffsetsRequestGroup",
+            fields=[
+                _field("GroupId", "string"),
+                _field(
+                    "Topics",
+                    "[]DescribeShareGroupOffsetsRequestTopic",
+                    nullable=True,
+                    fields=[_field("TopicName", "string"), _field("Partitions", "[]int32")],
+                ),
+            ],
+        )
+    ],
+)
+OFFSETS_RESPONSE = _message(
+    90,
+    "DescribeShareGroupOffsetsResponse",
+    "response",
+    "0-1",
+    [
+        _field("ThrottleTimeMs", "int32"),
+        _field(
+            "Groups",
+            "[]DescribeShareGroupOffsetsResponseGroup",
+            fields=[
+                _field("GroupId", "string"),
+                _field(
+                    "Topics",
+                    "[]DescribeShareGroupOffsetsResponseTopic",
+                    fields=[
+                        _field("TopicName", "string"),
+                        _field("TopicId", "uuid"),
+                        _field(
+                            "Partitions",
+                            "[]DescribeShareGroupOffsetsResponsePartition",
+                            fields=[
+                                _field("PartitionIndex", "int32"),
+                                _field("StartOffset", "int64"),
+                                _field("LeaderEpoch", "int32"),
+                                _field("Lag", "int64", "1+", ignorable=True, default="-1"),
+                                _field("ErrorCode", "int16"),
+                                _field("ErrorMessage", "string", nullable=True),
+                            ],
+                        ),
+                    ],
+                ),
+                _field("ErrorCode", "int16"),
+                _field("ErrorMessage", "string", nullable=True),
+            ],
+        ),
+    ],
+)
+
+
 class _Defined(ApiMessageData):
     """kafka-python's message metaclass, fed a definition from the class body (``_definition``)
     instead of a JSON file of its own package."""
@@ -334,3 +396,11 @@ class ShareAcknowledgeRequest(ApiMessage, metaclass=_Defined):
 
 class ShareAcknowledgeResponse(ApiMessage, metaclass=_Defined):
     _definition = ACKNOWLEDGE_RESPONSE
+
+
+class DescribeShareGroupOffsetsRequest(ApiMessage, metaclass=_Defined):
+    _definition = OFFSETS_REQUEST
+
+
+class DescribeShareGroupOffsetsResponse(ApiMessage, metaclass=_Defined):
+    _definition = OFFSETS_RESPONSE
