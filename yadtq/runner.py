@@ -124,6 +124,11 @@ class Runner:
         """Messages fetched and not started: the consumer stops fetching above ``prefetch``."""
         return len(self._inbox)
 
+    def parked(self) -> int:
+        """Messages whose task a live worker elsewhere holds: they wait here without a slot."""
+        with self._lock:
+            return len(self._parked)
+
     def free(self) -> int:
         return len(self.slots) - len(self.running)
 

@@ -227,7 +227,13 @@ class Worker:
         if time.monotonic() - self._renewed > self.config.share_lock / 3:
             self._renewed = time.monotonic()
             share.renew(self.ledger.held())  # type: ignore[union-attr]
-        room = 0 if self._stop.is_set() else self.runner.free() - self.runner.waiting()
+        # Records held (running, waiting or being claimed) count against the slots too: the runner
+        # moves a record out of its inbox before its claim comes back, and at most once settles it
+        # before running it. Parked ones (their task runs elsewhere) take no slot.
+        held = self.ledger.unsettled() - self.runner.parked()
+        room = (
+            0 if self._stop.is_set() else min(self.runner.free() - self.runner.waiting(), len(self.runner.slots) - held)
+        )
         if room <= 0:
             share.flush()
             if self.nudge.wait(POLL_MS / 1000):
