@@ -81,7 +81,7 @@ REACTIONS: dict[str, str] = {
     "FencedLeaderEpochError": "reset",
     "KafkaStorageError": "retry",
     "CorruptRecordError": "retry",
-    "UnknownServerError": "retry",
+    "UnknownError": "retry",  # kafka-python's name for UNKNOWN_SERVER_ERROR (-1)
     "RequestTimedOutError": "retry",
     "InvalidRecordStateError": "expired",
     "GroupAuthorizationFailedError": "fatal",
