@@ -3,18 +3,25 @@
 Nothing here presses Refresh: each check waits for what the listener redraws on its own. A kill
 from the worker controls must show up as a dead mark, a failure-history row and the task finished
 by the other worker; pause and resume as dead then revived; closing stops the listener and the
-workers the dashboard started.
+workers the dashboard started. With shared dispatch the last section shows the share group (members,
+records in flight, delivery counts); with partitioned dispatch, the partition table.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
+import pandas as pd
 import pytest
 
+from tests.conftest import live_workers
 from yadtq import Client, Pool, TaskStatus
+from yadtq.config import Config
 from yadtq.dashboard import dashboard
+from yadtq.monitor import share_group
+from yadtq.watch import screen
 
 pytestmark = pytest.mark.services
 
@@ -61,10 +68,15 @@ def test_kill_from_the_dashboard_shows_the_gap_the_failure_and_the_task_finished
         assert any(m["worker"] == busy and m["mark"] == "dead" for m in dash.listener.marks)
         assert ">1</div><div>success" in dash.counters.value.replace("\n", "")
         assert bytes(dash.timeline.value).startswith(b"\x89PNG") and bytes(dash.throughput.value).startswith(b"\x89PNG")
-        wait_for(lambda: other in text(dash.partitions_out), timeout=15, what="the survivor owning partitions")
-        partitions = text(dash.partitions_out)
-        assert len(partitions.splitlines()) == 2 + client.config.partitions  # title, header, one per partition
-        assert busy not in partitions
+
+        # shared dispatch: the share group, where Kafka lists the killed worker until its session times out
+        def settled() -> bool:
+            killed = member_row(dash, busy).split()[1:2] in ([], ["dead"])
+            return killed and member_row(dash, other).endswith(" True 0")
+
+        wait_for(settled, timeout=15, what="the survivor a member, the killed worker dead or gone")
+        assert dash.partitions_title.value == "<b>Share group</b>"
+        assert text(dash.partitions_out).startswith(f"Share group {client.config.share_group_id}: ")
     finally:
         dash.close()
     assert not dash.listener.alive
@@ -98,6 +110,91 @@ def test_pause_and_resume_mark_dead_then_revived_and_redraws_stay_bounded(
         dash.close()
     assert not dash.listener.alive
     assert pool.alive() == ["worker-1"]
+
+
+def member_row(dash: object, name: str) -> str:
+    """The share-group table's row of a worker ("" when it has none), without its counts:
+    "worker state member partitions"."""
+    for line in text(dash.partitions_out).splitlines():  # type: ignore[attr-defined]
+        if line.split()[:1] == [name]:
+            cells = line.split()
+            return " ".join(cells[:4]) if len(cells) >= 6 else " ".join(cells)
+    return ""
+
+
+def test_the_share_group_shows_both_members_and_their_records_in_flight(
+    client: Client, pool: Pool, wait_for: Callable[..., object]
+) -> None:
+    """Shared dispatch: two workers are members of the share group; while they run tasks, the
+    dashboard's section, the read model and ``yadtq watch`` show each one's records in flight."""
+    dash = dashboard(client, pool, live=False)
+    try:
+        assert dash.partitions_title.value == "<b>Share group</b>"
+        pool.start(2)
+        wait_for(live_workers(client, 2), timeout=60, what="two workers up")
+        wait_for(
+            lambda: share_group(client.config, client.workers())["member"].sum() == 2,
+            timeout=30,
+            what="both workers members of the share group",
+        )
+        handles = [client.submit("sleep", 4) for _ in range(4)]
+
+        def both_holding() -> list[pd.DataFrame]:  # a list: a frame has no truth value for wait_for
+            frame = share_group(client.config, client.workers()).set_index("worker")
+            held = frame.loc[["worker-1", "worker-2"], "in_flight"]
+            return [frame] if held.notna().all() and (held > 0).all() else []
+
+        (frame,) = wait_for(both_holding, timeout=30, what="both workers holding a record")  # type: ignore[misc]
+        assert frame.loc[["worker-1", "worker-2"], "member"].all()
+        assert list(frame.loc[["worker-1", "worker-2"], "partitions"]) == ["0", "0"]
+        assert (frame["max_delivery_count"].dropna() >= 1).all()
+        assert frame.attrs["group_state"] == "Stable"
+        assert frame.attrs["offsets"][0]["partition"] == 0 and frame.attrs["offsets"][0]["end"] >= 4
+
+        dash._partitions_at = 0.0  # the section is read every PARTITIONS_EVERY seconds
+        dash.refresh()
+        shown = text(dash.partitions_out)
+        assert "2 member(s)" in shown.splitlines()[0]
+        for name in ("worker-1", "worker-2"):
+            cells = next(line for line in shown.splitlines() if line.split()[:1] == [name]).split()
+            assert cells[1:4] == ["busy", "True", "0"] and int(cells[4]) >= 1, shown
+
+        watched = screen(client)
+        header = next(line for line in watched.splitlines() if line.split()[:1] == ["name"])
+        assert "in_flight" in header.split() and "max_delivery_count" in header.split()
+
+        for handle in handles:
+            assert handle.result(timeout=60) == 4
+        wait_for(
+            lambda: (share_group(client.config, client.workers())["in_flight"] == 0).all(),
+            timeout=10,
+            what="nothing in flight once the tasks are done",
+        )
+    finally:
+        dash.close()
+
+
+def test_partitioned_dispatch_keeps_the_partition_table(
+    make_config: Callable[..., Config], tmp_path: Path, wait_for: Callable[..., object]
+) -> None:
+    config = make_config(dispatch="partitioned", partitions=3)
+    with Client(config) as client, Pool(config, log_dir=tmp_path / "workers") as pool:
+        dash = dashboard(client, pool, live=False)
+        try:
+            assert dash.partitions_title.value == "<b>Partitions of the task topic</b>"
+            pool.start(1)
+            wait_for(live_workers(client, 1), timeout=60, what="the worker owning partitions")
+
+            def table() -> str:
+                dash._partitions_at = 0.0
+                dash.refresh()
+                return text(dash.partitions_out)
+
+            wait_for(lambda: table().count("worker-1") == 3, timeout=15, what="the worker on every partition")
+            assert table().startswith("Partitions (3)")
+            assert "in_flight" not in screen(client), "a partitioned worker reports no records in flight"
+        finally:
+            dash.close()
 
 
 def dead_marked(dash: object) -> bool:

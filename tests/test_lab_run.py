@@ -36,14 +36,16 @@ def assert_cleaned_up(base_config: Config, namespace: str) -> None:
 
 @pytest.mark.timeout(150)
 def test_a_measured_run_matches_its_replay_and_littles_law(base_config: Config) -> None:
+    # the default dispatch: shared (a share group), whose formula is M/M/c
     spec = Experiment(name="mm2", arrival_rate=10, service_seconds=0.1, workers=2, partitions=8, tasks=300, seed=3)
     result = run(spec, config=base_config, progress=False)
     s = result.summary
-    theory, pooled = predict(spec), predict(spec, "pooled")
+    theory, partitioned = predict(spec), predict(spec, "partitioned")
     print(
         f"measured response {s['response_mean']:.4f} s, replay {s['replay_response_mean']:.4f}, "
-        f"ideal replay {s['replay_ideal_response_mean']:.4f}, partitioned theory {theory.mean_response:.4f}, "
-        f"M/M/c {pooled.mean_response:.4f}; overhead {s['overhead_per_task'] * 1000:.1f} ms/task; "
+        f"ideal replay {s['replay_ideal_response_mean']:.4f}, {spec.dispatch} theory ({theory.model}) "
+        f"{theory.mean_response:.4f}, partitioned {partitioned.mean_response:.4f}; "
+        f"overhead {s['overhead_per_task'] * 1000:.1f} ms/task; "
         f"Little {s['littles_error']:.3%}; lateness max {s['lateness_max'] * 1000:.0f} ms"
     )
     assert s["audit_tasks"] == 300
@@ -60,9 +62,11 @@ def test_a_measured_run_matches_its_replay_and_littles_law(base_config: Config) 
 
 
 @pytest.mark.timeout(150)
-def test_a_killed_worker_loses_nothing_and_the_probe_counts_the_rerun(base_config: Config) -> None:
-    # 16 tasks at once on 2 workers with one partition each; worker 0 is killed in the middle of its
-    # second task (it has at least two unless it drew fewer than 2 of 16: p = 17/65536).
+@pytest.mark.parametrize("dispatch", ["shared", "partitioned"])
+def test_a_killed_worker_loses_nothing_and_the_probe_counts_the_rerun(base_config: Config, dispatch: str) -> None:
+    # 16 tasks at once on 2 workers, worker 0 killed in the middle of its second task. Partitioned
+    # (one partition each): it has at least two unless it drew fewer than 2 of 16 (p = 17/65536).
+    # Shared: each worker takes the next task whenever its slot is free, so it is on its second.
     spec = Experiment(
         name="kill",
         arrival="bursts",
@@ -73,6 +77,7 @@ def test_a_killed_worker_loses_nothing_and_the_probe_counts_the_rerun(base_confi
         workers=2,
         partitions=2,
         tasks=16,
+        dispatch=dispatch,
         faults=(Fault(at=0.75, action="kill", worker=0),),
     )
     result = run(spec, config=base_config, progress=False)

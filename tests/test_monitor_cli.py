@@ -19,6 +19,7 @@ import pytest
 
 from tests.conftest import FAST, ROOT, cli
 from yadtq import Client, Pool
+from yadtq.broker import Broker
 from yadtq.cli import main
 from yadtq.config import Config
 from yadtq.standalone import free_port
@@ -86,6 +87,9 @@ def test_watch_once_and_for_a_while(ran: Config, finished: dict[str, str]) -> No
     assert "success 4  failed 1" in once.stdout
     assert "worker-1" in once.stdout and "worker-2" in once.stdout
     assert finished["div"] in once.stdout
+    header = next(line.split() for line in once.stdout.splitlines() if line.split()[:1] == ["name"])
+    shared = Broker(config).shared_dispatch()
+    assert ("in_flight" in header and "max_delivery_count" in header) == shared, header
 
     timed = cli(config, "watch", "--duration", "2.5", "--interval", "0.5", timeout=30)
     assert timed.returncode == 0, timed.stderr
@@ -129,7 +133,8 @@ def test_metrics_describe_the_queue(ran: Config, finished: dict[str, str]) -> No
     assert "yadtq_queue_depth 0.0" in text
     assert 'yadtq_task_latency_seconds_bucket{le="+Inf"} 5.0' in text
     assert 'yadtq_workers{state="idle"} 2.0' in text
-    assert sum(line.startswith("yadtq_partition_lag{") for line in text.splitlines()) == config.partitions
+    topic_partitions = 1 if Broker(config).shared_dispatch() else config.partitions  # shared: one, read by all
+    assert sum(line.startswith("yadtq_partition_lag{") for line in text.splitlines()) == topic_partitions
 
 
 @pytest.mark.parametrize(

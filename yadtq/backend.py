@@ -295,8 +295,13 @@ class Backend:
         partitions: str,
         started_at: float,
         rebalances: int = 0,
+        in_flight: int | None = None,
+        max_delivery_count: int | None = None,
     ) -> str:
-        """Record a heartbeat; returns the state Redis had before (``dead`` means we were reaped)."""
+        """Record a heartbeat; returns the state Redis had before (``dead`` means we were reaped).
+
+        ``in_flight`` and ``max_delivery_count`` (shared dispatch: records held, and the highest
+        delivery count among them) are stored when given, and removed from the record when not."""
         return str(
             self._run(
                 "heartbeat",
@@ -310,6 +315,8 @@ class Backend:
                 self.config.heartbeat_history,
                 started_at,
                 rebalances,
+                "" if in_flight is None else int(in_flight),
+                "" if max_delivery_count is None else int(max_delivery_count),
             )
         )
 
@@ -503,7 +510,18 @@ _FLOATS = (
     "dead_at",
     "stopped_at",
 )
-_INTS = ("attempts", "max_retries", "processed", "failed", "lost", "revived", "pid", "rebalances")
+_INTS = (
+    "attempts",
+    "max_retries",
+    "processed",
+    "failed",
+    "lost",
+    "revived",
+    "pid",
+    "rebalances",
+    "in_flight",
+    "max_delivery_count",
+)
 
 
 def _convert(raw: dict[str, str]) -> dict[str, Any]:

@@ -66,6 +66,8 @@ WORKER_COLUMNS = [
     "lost",
     "partitions",
     "rebalances",
+    "in_flight",
+    "max_delivery_count",
     "last_heartbeat",
     "started_at",
 ]

@@ -19,6 +19,7 @@ import re
 import signal
 import time
 from datetime import datetime
+from html import escape
 from typing import TYPE_CHECKING, Any
 
 from yadtq.errors import YadtqError
@@ -26,9 +27,13 @@ from yadtq.monitor import (
     STATUSES,
     busy_spans,
     counters,
+    counts_as_text,
     failures,
     filter_tasks,
     partitions,
+    share_group,
+    share_group_title,
+    shared_dispatch,
     throughput,
     worker_marks,
 )
@@ -65,8 +70,12 @@ TIMELINE_SECONDS = 120
 MIN_WINDOW_SECONDS = 30
 #: Width of the plots in pixels (10 inches at plots.png's 80 dpi).
 PLOT_PIXELS = 800
-#: Seconds between two reads of the partition table (three Kafka requests, each with a deadline).
+#: Seconds between two reads of the partition or share-group table (a few Kafka requests, each with a
+#: deadline).
 PARTITIONS_EVERY = 2.0
+#: Title of the section showing how the task topic is read: by the share group (shared dispatch),
+#: or partition by partition by the consumer group (partitioned dispatch).
+GROUP_TITLES = {True: "Share group", False: "Partitions of the task topic"}
 #: The per-worker controls: the faults a demonstration needs.
 WORKER_ACTIONS = {
     "stop": "SIGTERM: finish or hand back the task, then leave",
@@ -195,6 +204,9 @@ class Dashboard:
         self.throughput = w.Image(format="png", layout=w.Layout(width=f"{PLOT_PIXELS}px", max_width="100%"))
         self.failures_out = w.Output()
         self.partitions_out = w.Output()
+        #: The section's title: the config's dispatch until Kafka says whether it has share groups.
+        self.partitions_title = w.HTML(f"<b>{GROUP_TITLES[client.config.dispatch == 'shared']}</b>")
+        self._shared: bool | None = None  # whether the workers dispatch through the share group, once known
         self.last_task: TaskHandle | None = None
         self.started: list[str] = []  # workers started by this dashboard: close() stops them
         self.closed = False
@@ -232,7 +244,7 @@ class Dashboard:
                 ),
                 section("Timeline", self.timeline, self.throughput),
                 section("Failure history", self.failures_out),
-                section("Partitions of the task topic", self.partitions_out),
+                w.VBox([self.partitions_title, self.partitions_out]),
             ]
         )
         self.listener: Listener | None = None
@@ -346,10 +358,7 @@ class Dashboard:
         parts = None
         if time.monotonic() - self._partitions_at >= PARTITIONS_EVERY:
             self._partitions_at = time.monotonic()
-            try:
-                parts = _table("Partitions", partitions(self.client.config, workers))
-            except YadtqError as exc:
-                parts = _text(f"partitions unavailable: {exc}")
+            parts = self._group_table(workers)
 
         self.counters.value = _counter_html(counters(tasks), len(tasks), TABLE_TASKS)
         self.tasks_out.outputs = (_table("Tasks (newest first)", shown),)
@@ -359,6 +368,8 @@ class Dashboard:
         self.failures_out.outputs = (_table("Workers declared dead", dead),)
         if parts is not None:
             self.partitions_out.outputs = (parts,)
+            if self._shared is not None:
+                self.partitions_title.value = f"<b>{GROUP_TITLES[self._shared]}</b>"
         self.redraws += 1
         listening = self.listener is not None and self.listener.alive
         self.live_label.value = (
@@ -366,6 +377,22 @@ class Dashboard:
             if self.listener is not None
             else "live updates off: press Refresh"
         )
+
+    def _group_table(self, workers: pd.DataFrame) -> dict[str, Any]:
+        """How the workers read the task topic: with shared dispatch the share group (its state and
+        offsets, then one row per worker or member: member or not, records in flight, highest
+        delivery count), otherwise the partition table. Whether Kafka has share groups is asked
+        once (the answer is kept); while Kafka does not answer, the table says so."""
+        try:
+            if self._shared is None:
+                self._shared = shared_dispatch(self.client.config)
+            if self._shared:
+                group = share_group(self.client.config, workers)
+                return _table("Workers and members", counts_as_text(group), note=share_group_title(group))
+            return _table("Partitions", partitions(self.client.config, workers))
+        except YadtqError as exc:
+            what = "share group" if self._shared or self._shared is None else "partitions"
+            return _text(f"{what} unavailable: {exc}")
 
     def _plots(self, tasks: pd.DataFrame, workers: pd.DataFrame) -> tuple[bytes, bytes]:
         import pandas as pd
@@ -465,10 +492,13 @@ def _text(text: str) -> dict[str, Any]:
     return {"output_type": "display_data", "data": {"text/plain": text}, "metadata": {}}
 
 
-def _table(title: str, frame: pd.DataFrame) -> dict[str, Any]:
-    """A display_data output of a frame, as HTML for the notebook and text for everything else."""
+def _table(title: str, frame: pd.DataFrame, note: str = "") -> dict[str, Any]:
+    """A display_data output of a frame, as HTML for the notebook and text for everything else;
+    ``note``, one line, goes above the title."""
     html = f"<b>{title}</b> ({len(frame)})" + frame.to_html(index=False, na_rep="")
     text = f"{title} ({len(frame)})\n{frame.to_string(index=False, na_rep='') if len(frame) else '(none)'}"
+    if note:
+        html, text = f"<div>{escape(note)}</div>{html}", f"{note}\n{text}"
     return {"output_type": "display_data", "data": {"text/html": html, "text/plain": text}, "metadata": {}}
 
 

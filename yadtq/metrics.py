@@ -14,7 +14,7 @@ from typing import Any
 
 from yadtq.client import Client
 from yadtq.errors import YadtqError
-from yadtq.monitor import STATUSES, latencies, partitions
+from yadtq.monitor import STATUSES, latencies, partitions, share_group, shared_dispatch
 
 #: Tasks read per scrape (newest first).
 SCRAPED_TASKS = 5000
@@ -69,10 +69,19 @@ class QueueCollector:
             states.add_metric([str(state)], float(n))
         yield states
 
-        lag = GaugeMetricFamily("yadtq_partition_lag", "Messages not committed yet", labels=["partition"])
+        lag = GaugeMetricFamily(
+            "yadtq_partition_lag",
+            "Messages not yet committed (acknowledged, with shared dispatch)",
+            labels=["partition"],
+        )
         try:
-            for _, row in partitions(self.client.config, workers).iterrows():
-                lag.add_metric([str(row["partition"])], float(row["lag"]))
+            if shared_dispatch(self.client.config):
+                for row in share_group(self.client.config, workers).attrs.get("offsets", []):
+                    if row["lag"] is not None:  # the broker says nothing before the group read any
+                        lag.add_metric([str(row["partition"])], float(max(row["lag"], 0)))
+            else:
+                for _, row in partitions(self.client.config, workers).iterrows():
+                    lag.add_metric([str(row["partition"])], float(row["lag"]))
         except YadtqError:
             pass  # Kafka did not answer in time: no lag samples this scrape
         yield lag

@@ -3,11 +3,13 @@
 Every function takes frames the client already returns (``client.tasks()``, ``client.workers()``,
 ``client.heartbeats()``) and gives back a small DataFrame or dict, so the notebook dashboard, the
 terminal ``watch``, the HTML report and the Prometheus exporter all compute the same figures, and
-tests check them without a screen. Only :func:`partitions` talks to a service (Kafka), with a deadline.
+tests check them without a screen. Only :func:`partitions` and :func:`share_group` talk to a service
+(Kafka), with a deadline on each call.
 """
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -22,9 +24,16 @@ STATUSES = ("queued", "processing", "retrying", "success", "failed", "cancelled"
 FINISHED = ("success", "failed", "cancelled")
 #: End-to-end latency percentiles shown over time.
 PERCENTILES = (50, 90, 99)
-#: Kafka calls made for the partition table give up after this many milliseconds, so a broker that
-#: does not answer slows a redraw down by at most this much.
+#: Kafka calls made for the partition and share-group tables give up after this many milliseconds,
+#: so a broker that does not answer slows a redraw down by at most this much per call.
 KAFKA_TIMEOUT_MS = 3000
+#: Columns of the share-group table (:func:`share_group`).
+SHARE_GROUP_COLUMNS = ["worker", "state", "member", "partitions", "in_flight", "max_delivery_count"]
+#: Columns of worker records and of the share-group table that shared-dispatch workers report.
+COUNT_COLUMNS = ("in_flight", "max_delivery_count")
+#: Worker states (as ``Client.workers`` shows them) of a worker that is running: the others
+#: (stopped, dead, unresponsive) appear in the share-group table only while Kafka lists them.
+RUNNING_STATES = ("starting", "idle", "idle (no partition)", "busy", "stopping")
 
 
 def counters(tasks: pd.DataFrame) -> dict[str, int]:
@@ -207,3 +216,166 @@ def _offset(value: Any) -> int | None:
     if value is None:
         return None
     return int(value if isinstance(value, int) else value.offset)
+
+
+def shared_dispatch(config: Config) -> bool:
+    """Whether this config's workers dispatch through the share group (``Broker.shared_dispatch``:
+    asked for, and the broker has share groups), asked with the deadline of :data:`KAFKA_TIMEOUT_MS`
+    rather than ``submit_timeout``. No Kafka call for ``dispatch = "partitioned"``. The answer
+    does not change while the broker runs: a caller asking often keeps it. Raises
+    ServiceUnavailable if Kafka does not answer."""
+    from yadtq.broker import Broker
+
+    broker = Broker(config.replace(submit_timeout=KAFKA_TIMEOUT_MS / 1000))
+    try:
+        return broker.shared_dispatch()
+    finally:
+        broker.close()
+
+
+def share_group(config: Config, workers: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The share group of shared dispatch, as Kafka and the workers' heartbeats show it: one row
+    per running worker and per member Kafka lists (see :func:`share_members` for the columns).
+
+    Group-wide figures are in ``frame.attrs``: ``group`` (its id), ``group_state`` (``Stable``,
+    ``Empty``; ``Dead`` when no worker ever joined), ``epoch``, and ``offsets``, one dict per
+    partition of the task topic (one, with shared dispatch) with ``partition``, ``end`` (the end
+    offset: every task ever sent to it), ``start`` (the group's start offset: every record below it
+    is acknowledged; None before the group read any) and ``lag`` (records from ``start`` on not
+    acknowledged yet: queued or in flight; None where the broker does not say).
+    :func:`share_group_title` puts them in one line. Raises ServiceUnavailable if Kafka does not
+    answer a call within :data:`KAFKA_TIMEOUT_MS`."""
+    from kafka import KafkaAdminClient, TopicPartition
+    from kafka.admin import OffsetSpec
+    from kafka.errors import KafkaError
+
+    from yadtq.errors import ServiceUnavailable
+    from yadtq.sharegroup import admin as share_admin
+
+    try:
+        admin = KafkaAdminClient(
+            **config.kafka_options(), request_timeout_ms=KAFKA_TIMEOUT_MS, bootstrap_timeout_ms=KAFKA_TIMEOUT_MS
+        )
+    except KafkaError as exc:
+        raise ServiceUnavailable(f"Kafka did not answer: {exc}") from None
+    try:
+        described = share_admin.describe(admin, config.share_group_id)
+        topics = admin.describe_topics([config.task_topic])
+        numbers = sorted(p["partition_index"] for t in topics for p in t.get("partitions", []))
+        tps = [TopicPartition(config.task_topic, n) for n in numbers]
+        ends = admin.list_partition_offsets({tp: OffsetSpec.LATEST for tp in tps}, timeout_ms=KAFKA_TIMEOUT_MS)
+        starts = share_admin.start_offsets(admin, config.share_group_id, config.task_topic) if tps else {}
+    except KafkaError as exc:
+        raise ServiceUnavailable(f"Kafka did not answer: {exc}") from None
+    finally:
+        admin.close()
+    frame = share_members(described, workers)
+    frame.attrs.update(
+        group=config.share_group_id,
+        group_state=str(described.get("state") or ""),
+        epoch=described.get("epoch"),
+        offsets=[
+            {
+                "partition": tp.partition,
+                "end": _offset(ends.get(tp)),
+                "start": starts[tp.partition][0] if tp.partition in starts else None,
+                "lag": starts[tp.partition][1] if tp.partition in starts and starts[tp.partition][1] >= 0 else None,
+            }
+            for tp in tps
+        ],
+    )
+    return frame
+
+
+def share_members(described: dict[str, Any], workers: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The rows of :func:`share_group` from a described group (``sharegroup.admin.describe``) and the
+    worker records (``client.workers()``): one per running worker and one per member Kafka lists (a
+    worker killed stays a member until the group's session timeout; a worker still joining is not
+    one yet), in natural order of the names.
+
+    - ``worker``: the worker's name, which is its member's client id;
+    - ``state``: the worker's state from its record ("" for a member without one);
+    - ``member``: whether Kafka lists it as a member of the share group;
+    - ``partitions``: of the task topic, Kafka's assignment for a member (every member gets the one
+      partition), else what its heartbeat reported;
+    - ``in_flight``: records it holds, acquired and not acknowledged yet, and ``max_delivery_count``:
+      the highest delivery count among them (2 or more: handed out before, to a worker that died
+      or stalled), both from its last heartbeat; missing for a worker that does not report them
+      (partitioned dispatch, or an older worker)."""
+    import pandas as pd
+
+    records: dict[str, dict[str, Any]] = {}
+    if workers is not None and len(workers):
+        for row in workers.to_dict("records"):
+            records[str(row["name"])] = row
+    members = {str(m["client_id"]): m for m in described.get("members", [])}
+    names = {n for n, r in records.items() if r.get("state") in RUNNING_STATES} | set(members)
+    rows = []
+    for name in sorted(names, key=_natural):
+        record = records.get(name, {})
+        member = members.get(name)
+        parts = (
+            ",".join(map(str, member["partitions"]))
+            if member
+            else ",".join(map(str, sorted(owned(record.get("partitions")))))
+        )
+        rows.append(
+            {
+                "worker": name,
+                "state": str(record.get("state") or ""),
+                "member": member is not None,
+                "partitions": parts,
+                "in_flight": _count(record.get("in_flight")),
+                "max_delivery_count": _count(record.get("max_delivery_count")),
+            }
+        )
+    frame = pd.DataFrame(rows, columns=SHARE_GROUP_COLUMNS)
+    for column in ("in_flight", "max_delivery_count"):
+        frame[column] = frame[column].astype("Int64")
+    frame["member"] = frame["member"].astype(bool)
+    return frame
+
+
+def share_group_title(frame: pd.DataFrame) -> str:
+    """One line on the group of a :func:`share_group` frame: its id and state, its members, and
+    per partition of the task topic the end offset, the group's start offset and lag."""
+    attrs = frame.attrs
+    members = int(frame["member"].sum()) if len(frame) else 0
+    line = f"Share group {attrs.get('group', '')}: {attrs.get('group_state') or 'unknown'}, {members} member(s)"
+    for offsets in attrs.get("offsets", []):
+        figures = [f"end offset {_shown(offsets.get('end'))}"]
+        if offsets.get("start") is not None:
+            figures.append(f"start offset {offsets['start']}")
+        if offsets.get("lag") is not None:
+            figures.append(f"lag {offsets['lag']}")
+        line += f"; partition {offsets['partition']}: " + ", ".join(figures)
+    return line
+
+
+def counts_as_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with its :data:`COUNT_COLUMNS` as text, a missing count as "": for tables shown to
+    people, since pandas prints a missing Int64 as ``<NA>`` (and a count among NaNs as 2.0) whatever
+    ``na_rep`` says."""
+    counts = [column for column in COUNT_COLUMNS if column in frame]
+    return frame.assign(**{c: [str(n) if (n := _count(v)) is not None else "" for v in frame[c]] for c in counts})
+
+
+def _count(value: Any) -> int | None:
+    """A count from a worker record's cell: None where the record has none (NaN, NA, None, "")."""
+    import pandas as pd
+
+    if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _shown(value: Any) -> str:
+    return "?" if value is None else str(value)
+
+
+def _natural(name: str) -> list[Any]:
+    """Sort key comparing digit runs as numbers, so worker-10 comes after worker-9."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name)]

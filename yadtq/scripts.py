@@ -206,11 +206,14 @@ wake(ns, id)
 return 1
 """
 
-#: ARGV: ns, name, now, state, current_task, pid, host, partitions, history_len, started_at, rebalances
-#: -> the state before. A beat timed before the worker was declared dead is dropped and answers
-#: ``dead``: the worker was stopped (SIGSTOP, a VM pause) between reading its clock and sending, and
-#: recording that old time would make it look silent again at once, so the reaper would declare it
-#: dead a second time for one pause. Its next beat, timed after the pause, brings it back.
+#: ARGV: ns, name, now, state, current_task, pid, host, partitions, history_len, started_at, rebalances,
+#: in_flight, max_delivery_count -> the state before. A beat timed before the worker was declared
+#: dead is dropped and answers ``dead``: the worker was stopped (SIGSTOP, a VM pause) between reading
+#: its clock and sending, and recording that old time would make it look silent again at once, so the
+#: reaper would declare it dead a second time for one pause. Its next beat, timed after the pause,
+#: brings it back. ``in_flight`` and ``max_delivery_count`` are a shared-dispatch worker's records
+#: held and the highest delivery count among them (``Worker._beat``); a beat without them (empty, or
+#: absent: a partitioned worker) removes both fields from the record.
 HEARTBEAT = """
 local ns, name, now, state = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local wkey = ns .. ':worker:' .. name
@@ -218,6 +221,11 @@ local previous, dead_at = unpack(redis.call('HMGET', wkey, 'state', 'dead_at'))
 if previous == 'dead' and tonumber(now) <= tonumber(dead_at or 0) then return 'dead' end
 redis.call('HSET', wkey, 'name', name, 'state', state, 'current_task', ARGV[5], 'pid', ARGV[6], 'host', ARGV[7],
   'partitions', ARGV[8], 'last_heartbeat', now, 'started_at', ARGV[10], 'rebalances', ARGV[11])
+if (ARGV[12] or '') ~= '' then
+  redis.call('HSET', wkey, 'in_flight', ARGV[12], 'max_delivery_count', ARGV[13] or '0')
+else
+  redis.call('HDEL', wkey, 'in_flight', 'max_delivery_count')
+end
 if previous == 'dead' and state ~= 'stopped' then redis.call('HINCRBY', wkey, 'revived', 1) end
 if state == 'stopped' then redis.call('HSET', wkey, 'stopped_at', now) end
 redis.call('HSETNX', wkey, 'processed', 0)

@@ -3,6 +3,10 @@
 The screen is redrawn when events arrive on the events channel, at most once per ``interval``
 seconds (the same rule as the notebook dashboard), and at least every few seconds so that a worker
 going silent shows up as ``unresponsive`` even when nothing else happens.
+
+With shared dispatch the worker rows also show ``in_flight`` (records of the share group the worker
+holds: acquired, not yet acknowledged) and ``max_delivery_count`` (the highest delivery count among
+them), from its heartbeats; the view asks nothing of Kafka.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from typing import TextIO
 from yadtq.client import Client
 from yadtq.config import Config
 from yadtq.events import EventStream
-from yadtq.monitor import counters
+from yadtq.monitor import COUNT_COLUMNS, counters, counts_as_text
 
 #: Redraw at least this often without events.
 QUIET_REDRAW = 3.0
@@ -22,6 +26,9 @@ QUIET_REDRAW = 3.0
 SHOWN = 10
 COUNTED = 1000
 CLEAR = "\x1b[H\x1b[2J"
+#: Columns of the worker table; :data:`~yadtq.monitor.COUNT_COLUMNS` go after ``partitions`` when
+#: some worker reports them (shared dispatch).
+WORKER_COLUMNS = ["name", "state", "current_task", "processed", "failed", "partitions", "last_heartbeat"]
 
 
 def screen(client: Client) -> str:
@@ -33,12 +40,17 @@ def screen(client: Client) -> str:
     total = client.backend.count_tasks()
     head = "  ".join(f"{status} {n}" for status, n in counts.items())
     workers = client.workers()
+    columns = list(WORKER_COLUMNS)
+    if workers[list(COUNT_COLUMNS)].notna().any(axis=None):  # shared-dispatch workers report them
+        after = columns.index("partitions") + 1
+        columns[after:after] = COUNT_COLUMNS
+        workers = counts_as_text(workers)
     lines = [
         f"yadtq {client.config.namespace}  {time.strftime('%H:%M:%S')}  ({total} tasks; counted: newest {COUNTED})",
         head,
         "",
         f"Workers ({len(workers)})",
-        render(workers[["name", "state", "current_task", "processed", "failed", "partitions", "last_heartbeat"]]),
+        render(workers[columns]),
         "",
         f"Newest tasks ({min(SHOWN, len(tasks))})",
         render(tasks.head(SHOWN)[["id", "op", "args", "status", "result", "worker", "attempts", "finished_at"]]),

@@ -75,6 +75,9 @@ class Worker:
         self.dispatch = self.config.dispatch
         self._share: ShareConsumer | None = None
         self._renewed = time.monotonic()
+        #: Shared dispatch: the broker's delivery count of each record held, (partition, offset) ->
+        #: count, for the heartbeat (``_beat``). Replaced, never changed in place, by the consumer thread.
+        self._delivery_counts: dict[tuple[int, int], int] = {}
         self.state = "starting"
         self.partitions: frozenset[int] = frozenset()
         #: Partition assignments received from Kafka (one per rebalance this worker took part in).
@@ -243,6 +246,8 @@ class Worker:
         for record in records:
             self.ledger.add(record.partition, record.offset)
         if records:
+            seen = {**self._delivery_counts, **{(r.partition, r.offset): r.delivery_count for r in records}}
+            self._delivery_counts = {k: seen[k] for k in self.ledger.held() if k in seen}  # type: ignore[union-attr]
             self.runner.put(Delivery(r.topic, r.partition, r.offset, r.value or b"", r.delivery_count) for r in records)
 
     def _acknowledge(self, partition: int, offset: int) -> None:
@@ -412,8 +417,19 @@ class Worker:
         persist(self._beat, self.name)
 
     def _beat(self) -> str:
+        """Write this worker's record. With shared dispatch it also carries ``in_flight``, the records
+        held now (acquired from the share group, not yet acknowledged: waiting, running or parked;
+        ``AckLedger.held``), and ``max_delivery_count``, the highest broker delivery count among
+        *those held records* (0 when none): a record handed out before to a worker that died or
+        stalled reads 2 or more for as long as this worker holds it. A stopped worker holds none."""
         current = ",".join(msg.id for msg in self.current)
         partitions = ",".join(str(p) for p in sorted(self.partitions))
+        in_flight: int | None = None
+        max_count: int | None = None
+        if isinstance(self.ledger, AckLedger):
+            held = [] if self.state == "stopped" else self.ledger.held()
+            counts = self._delivery_counts
+            in_flight, max_count = len(held), max((counts.get(key, 1) for key in held), default=0)
         return self.backend.heartbeat(
             self.name,
             self.state,
@@ -423,6 +439,8 @@ class Worker:
             partitions,
             self.started_at,
             self.rebalances,
+            in_flight=in_flight,
+            max_delivery_count=max_count,
         )
 
     def _heartbeat_loop(self) -> None:

@@ -75,6 +75,31 @@ def test_partitions_are_dealt_like_the_range_assignor() -> None:
     assert Experiment(workers=4, partitions=2).partition_counts() == [1, 1, 0, 0]
 
 
+def test_shared_is_the_default_dispatch_and_every_process_serves_every_task() -> None:
+    spec = Experiment(arrival_rate=20, service_seconds=0.1, workers=4, concurrency=2, partitions=2, tasks=100)
+    assert spec.dispatch == "shared" and json.loads(spec.to_json())["dispatch"] == "shared"
+    # processes and slots as partitioned: workers processes, concurrency slots each
+    assert (spec.processes, spec.slots, spec.servers) == (4, 2, 8)
+    partitioned = spec.replace(dispatch="partitioned")
+    assert (partitioned.processes, partitioned.slots, partitioned.servers) == (4, 2, 8)
+    pooled = spec.replace(dispatch="pooled")
+    assert (pooled.processes, pooled.slots, pooled.servers) == (1, 8, 8)
+    # shared: one queue, so the load is λ·E[S]/c whatever the partitions (2 of them on 4 workers)
+    assert spec.busiest_share == pytest.approx(1 / 4)
+    assert spec.busiest_load == pytest.approx(20 * 0.1 / 8) == pooled.busiest_load
+    # partitioned: the two workers that own a partition carry half the tasks each
+    assert partitioned.busiest_share == pytest.approx(1 / 2)
+    assert partitioned.busiest_load == pytest.approx(20 * 0.5 * 0.1 / 2)
+
+
+def test_the_overload_rule_counts_every_process_of_a_shared_queue() -> None:
+    # 4 workers, 2 partitions, ρ = 0.75 shared; partitioned, two workers carry it all: ρ = 1.5
+    data = {"arrival_rate": 30, "service_seconds": 0.1, "workers": 4, "partitions": 2, "tasks": 100_000}
+    assert Experiment.from_dict(data).busiest_load == pytest.approx(0.75)
+    with pytest.raises(SpecError, match=r"loaded at 1\.50"):
+        Experiment.from_dict({**data, "dispatch": "partitioned"})
+
+
 def test_a_short_overload_is_allowed() -> None:
     spec = Experiment(arrival_rate=40, service_seconds=0.1, workers=2, tasks=100)
     assert spec.busiest_load == pytest.approx(2.0)
@@ -142,5 +167,5 @@ def test_a_sequence_of_service_times_and_a_replacement_worker() -> None:
         spec.replace(faults=[{"at": 2, "action": "kill", "worker": 1}])
     with pytest.raises(SpecError, match="takes no worker index"):
         spec.replace(faults=[{"at": 2, "action": "start", "worker": 1}])
-    with pytest.raises(SpecError, match="dispatch must be one of partitioned, pooled"):
+    with pytest.raises(SpecError, match="dispatch must be one of shared, partitioned, pooled"):
         spec.replace(dispatch="random")

@@ -8,7 +8,7 @@ from fractions import Fraction
 import pytest
 
 from yadtq.lab import Experiment, mgc, mmc, partitioned, predict
-from yadtq.lab.theory import erlang_c
+from yadtq.lab.theory import erlang_c, label, labelled_predictions
 
 
 def erlang_c_by_the_book(servers: int, offered: Fraction) -> Fraction:
@@ -76,7 +76,7 @@ def test_uneven_partitions_weigh_the_busier_worker() -> None:
 
 
 def test_predict_picks_the_model() -> None:
-    base = Experiment(arrival_rate=10, service_seconds=0.1, workers=2, partitions=8, tasks=100)
+    base = Experiment(arrival_rate=10, service_seconds=0.1, workers=2, partitions=8, tasks=100, dispatch="partitioned")
     assert predict(base).model == "partitioned M/M/1"
     assert predict(base, "pooled").model == "M/M/c"
     assert predict(base.replace(service="constant"), "pooled").model == "M/D/c (approx.)"
@@ -95,8 +95,38 @@ def test_predict_picks_the_model() -> None:
     assert pooled.busiest_load == pytest.approx(0.5)
 
 
+def test_shared_dispatch_is_the_pooled_formula_and_the_default() -> None:
+    spec = Experiment(arrival_rate=32, service_seconds=0.1, workers=4, partitions=8, tasks=100)
+    assert spec.dispatch == "shared"
+    shared = predict(spec)
+    assert shared == predict(spec, "shared") == predict(spec, "pooled") == mmc(32, 10, 4)
+    assert shared.model == "M/M/c" and shared.servers == 4 and shared.utilisation == pytest.approx(0.8)
+    # against an M/M/1 queue per worker at ρ = 0.8: wait 0.4 s
+    assert predict(spec, "partitioned").mean_wait == pytest.approx(0.4)
+    assert shared.mean_wait == pytest.approx(0.0745, abs=1e-4) and shared.mean_wait < 0.2 * 0.4
+    # other service times: the same approximation as pooled, over all workers × concurrency slots
+    constant = spec.replace(service="constant", concurrency=2)
+    assert predict(constant) == predict(constant, "pooled") == mgc(32, 10, 8, 0.0)
+    with pytest.raises(ValueError, match="dispatch must be 'shared', 'partitioned' or 'pooled'"):
+        predict(spec, "random")
+
+
+def test_labels_name_the_dispatch_and_plots_get_each_formula_once() -> None:
+    spec = Experiment(arrival_rate=10, service_seconds=0.1, workers=2, tasks=100)
+    assert label("shared", predict(spec)) == "shared: M/M/c"
+    assert label("partitioned", predict(spec, "partitioned")) == "partitioned: M/M/1 per worker"
+    assert label("pooled", predict(spec.replace(service="constant"), "pooled")) == "pooled: M/D/c (approx.)"
+    # the spec's own first; pooled is the same formula as shared, so it is left out
+    assert [p.model for p in labelled_predictions(spec)] == ["shared: M/M/c", "partitioned: M/M/1 per worker"]
+    own = labelled_predictions(spec.replace(dispatch="partitioned"))
+    assert [p.model for p in own] == ["partitioned: M/M/1 per worker", "shared: M/M/c"]
+    assert labelled_predictions(spec.replace(arrival="constant")) == []
+
+
 def test_partitioned_workers_with_several_slots_are_mmc_queues_each() -> None:
-    spec = Experiment(arrival_rate=10, service_seconds=0.1, workers=2, concurrency=2, partitions=8, tasks=100)
+    spec = Experiment(
+        arrival_rate=10, service_seconds=0.1, workers=2, concurrency=2, partitions=8, tasks=100, dispatch="partitioned"
+    )
     p = predict(spec)
     assert p.model == "partitioned M/M/2" and p.servers == 4
     assert p.mean_wait == pytest.approx(mmc(5, 10, 2).mean_wait)  # each worker: half the traffic, 2 slots

@@ -1,11 +1,34 @@
-"""The monitoring read models on hand-made frames: counters, filters, throughput, busy spans, marks."""
+"""The monitoring read models on hand-made frames: counters, filters, throughput, busy spans, marks, and
+the share group (its Kafka calls answered by a stub)."""
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
+from kafka import TopicPartition
+from kafka.errors import KafkaTimeoutError
 
-from yadtq.monitor import STATUSES, busy_spans, counters, filter_tasks, latencies, owned, throughput, worker_marks
+from yadtq.config import Config
+from yadtq.errors import ServiceUnavailable
+from yadtq.monitor import (
+    COUNT_COLUMNS,
+    KAFKA_TIMEOUT_MS,
+    SHARE_GROUP_COLUMNS,
+    STATUSES,
+    busy_spans,
+    counters,
+    counts_as_text,
+    filter_tasks,
+    latencies,
+    owned,
+    share_group,
+    share_group_title,
+    share_members,
+    shared_dispatch,
+    throughput,
+    worker_marks,
+)
+from yadtq.sharegroup import admin as share_admin
 
 T0 = pd.Timestamp("2026-01-01 12:00:00", tz="UTC")
 
@@ -96,3 +119,119 @@ def test_owned_reads_a_heartbeat_partitions_cell_whatever_the_table_holds() -> N
     assert owned("0,3,5") == {0, 3, 5}
     assert owned("7") == {7}
     assert owned("") == owned(None) == owned(float("nan")) == set()  # owns none, or no heartbeat yet
+
+
+# --- the share group (shared dispatch) ----------------------------------------------------------------
+def workers_frame() -> pd.DataFrame:
+    """Worker records as ``client.workers()`` has them: counts missing for a worker that reports none."""
+    return pd.DataFrame(
+        [
+            {"name": "worker-10", "state": "busy", "partitions": "0", "in_flight": 2.0, "max_delivery_count": 3.0},
+            {"name": "worker-2", "state": "idle (no partition)", "partitions": "", "in_flight": 0.0},
+            {"name": "worker-3", "state": "dead", "partitions": "0", "in_flight": 1.0, "max_delivery_count": 1.0},
+            {"name": "worker-4", "state": "stopped", "partitions": "", "in_flight": 0.0, "max_delivery_count": 0.0},
+            {"name": "worker-5", "state": "busy", "partitions": "0"},
+        ]
+    )
+
+
+def described(*names: str, state: str = "Stable") -> dict[str, object]:
+    members = [{"client_id": n, "member_id": f"m-{n}", "host": "/127.0.0.1", "partitions": [0]} for n in names]
+    return {"state": state, "epoch": 7, "members": members}
+
+
+def test_share_members_are_running_workers_and_every_member_kafka_lists() -> None:
+    frame = share_members(described("worker-10", "worker-3", "worker-5", "stranger"), workers_frame())
+    assert list(frame.columns) == SHARE_GROUP_COLUMNS
+    rows = {row["worker"]: row for row in frame.to_dict("records")}
+    # natural order; the stopped worker is gone, the dead one stays while Kafka lists it
+    assert list(frame["worker"]) == ["stranger", "worker-2", "worker-3", "worker-5", "worker-10"]
+    assert rows["worker-10"] == {
+        "worker": "worker-10",
+        "state": "busy",
+        "member": True,
+        "partitions": "0",
+        "in_flight": 2,
+        "max_delivery_count": 3,
+    }
+    assert not rows["worker-2"]["member"] and rows["worker-2"]["partitions"] == "", "still joining"
+    assert rows["worker-2"]["in_flight"] == 0 and pd.isna(rows["worker-2"]["max_delivery_count"])
+    assert rows["worker-3"]["state"] == "dead" and rows["worker-3"]["member"], "killed: Kafka lists it a while"
+    assert pd.isna(rows["worker-5"]["in_flight"]), "a worker that reports no counts has none"
+    assert rows["stranger"]["state"] == "" and rows["stranger"]["member"], "a member with no worker record"
+    assert str(frame["in_flight"].dtype) == "Int64" and frame["member"].dtype == bool
+
+
+def test_share_members_of_an_empty_group_and_no_workers() -> None:
+    frame = share_members({"state": "Dead", "members": []}, None)
+    assert frame.empty and list(frame.columns) == SHARE_GROUP_COLUMNS
+    frame = share_members(described(), workers_frame().iloc[0:0])
+    assert frame.empty
+
+
+def test_share_group_title_says_state_members_and_offsets() -> None:
+    frame = share_members(described("worker-10"), workers_frame())
+    frame.attrs.update(group="ns.shared-workers", group_state="Stable", offsets=[{"partition": 0, "end": 12}])
+    assert share_group_title(frame) == "Share group ns.shared-workers: Stable, 1 member(s); partition 0: end offset 12"
+    frame.attrs["offsets"] = [{"partition": 0, "end": 12, "start": 9, "lag": 3}]
+    assert share_group_title(frame).endswith("partition 0: end offset 12, start offset 9, lag 3")
+    assert share_group_title(share_members({"members": []})) == "Share group : unknown, 0 member(s)"
+
+
+def test_counts_as_text_blanks_missing_counts() -> None:
+    shown = counts_as_text(share_members(described("worker-10", "worker-5"), workers_frame()))
+    assert shown.set_index("worker")[list(COUNT_COLUMNS)].to_dict("index") == {
+        "worker-2": {"in_flight": "0", "max_delivery_count": ""},
+        "worker-5": {"in_flight": "", "max_delivery_count": ""},
+        "worker-10": {"in_flight": "2", "max_delivery_count": "3"},
+    }
+    assert "<NA>" not in shown.to_string() and "2.0" not in counts_as_text(workers_frame()).to_string()
+
+
+class StubAdmin:
+    """The admin client calls ``share_group`` makes, answered from a dict (or failing)."""
+
+    closed = False
+
+    def __init__(self, fail: bool = False, **_options: object) -> None:
+        self.fail = fail
+
+    def describe_topics(self, topics: list[str]) -> list[dict[str, object]]:
+        if self.fail:
+            raise KafkaTimeoutError("no answer")
+        return [{"topic": topics[0], "partitions": [{"partition_index": 0}]}]
+
+    def list_partition_offsets(self, specs: dict[TopicPartition, object], timeout_ms: int) -> dict[object, int]:
+        assert timeout_ms == KAFKA_TIMEOUT_MS
+        return dict.fromkeys(specs, 42)
+
+    def close(self) -> None:
+        StubAdmin.closed = True
+
+
+def test_share_group_reads_kafka_with_deadlines(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    config = Config.from_env(env={}, home=tmp_path, namespace="ns")
+    made: list[dict[str, object]] = []
+
+    def admin(**options: object) -> StubAdmin:
+        made.append(options)
+        return StubAdmin()
+
+    monkeypatch.setattr("kafka.KafkaAdminClient", admin)
+    monkeypatch.setattr(share_admin, "describe", lambda _admin, _group: described("worker-10"))
+    monkeypatch.setattr(share_admin, "start_offsets", lambda _admin, _group, _topic: {0: (40, 2)})
+    frame = share_group(config, workers_frame())
+    assert made[0]["request_timeout_ms"] == made[0]["bootstrap_timeout_ms"] == KAFKA_TIMEOUT_MS
+    assert StubAdmin.closed
+    assert frame.attrs["group"] == "ns.shared-workers" and frame.attrs["group_state"] == "Stable"
+    assert frame.attrs["offsets"] == [{"partition": 0, "end": 42, "start": 40, "lag": 2}]
+    assert frame.set_index("worker")["member"].to_dict() == {"worker-2": False, "worker-5": False, "worker-10": True}
+
+    monkeypatch.setattr("kafka.KafkaAdminClient", lambda **o: StubAdmin(fail=True))
+    with pytest.raises(ServiceUnavailable, match="Kafka did not answer"):
+        share_group(config, workers_frame())
+
+
+def test_shared_dispatch_asks_no_kafka_for_partitioned(tmp_path) -> None:
+    config = Config.from_env(env={}, home=tmp_path, dispatch="partitioned", kafka_bootstrap="127.0.0.1:1")
+    assert shared_dispatch(config) is False

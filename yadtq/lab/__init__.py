@@ -1,7 +1,8 @@
 """The simulation lab: describe a load experiment once, then predict it, simulate it and run it.
 
 - :mod:`~yadtq.lab.spec`: :class:`Experiment`, the JSON description of a run, and its schedule.
-- :mod:`~yadtq.lab.theory`: queueing formulas (M/M/c, M/G/c, and yadtq's partitioned dispatch).
+- :mod:`~yadtq.lab.theory`: queueing formulas (M/M/c and M/G/c for shared and pooled dispatch, a queue
+  per worker for partitioned dispatch).
 - :mod:`~yadtq.lab.simulate`: the same experiment as a discrete-event model (SimPy).
 - :mod:`~yadtq.lab.run`: the same experiment on real workers, Kafka and Redis.
 - :mod:`~yadtq.lab.result`: :class:`Result`, one shape for simulated and measured runs.

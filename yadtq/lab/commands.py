@@ -48,28 +48,34 @@ def main(config: Config, args: argparse.Namespace) -> int:
     return sweep(spec, config, args)
 
 
+#: Width of the model column of ``lab predict``.
+LABEL_WIDTH = 30
+
+
 def predict(spec: Experiment) -> int:
     from yadtq.lab.simulate import simulate
+    from yadtq.lab.spec import DISPATCHES
+    from yadtq.lab.theory import label
     from yadtq.lab.theory import predict as formula
 
     print(
         f"{spec.name}: {spec.expected_tasks:.0f} tasks, {spec.dispatch} dispatch "
         f"({spec.processes} worker process(es) x {spec.slots} slot(s)), busiest worker at ρ = {spec.busiest_load:.3f}"
     )
-    for dispatch in ("partitioned", "pooled"):
+    for dispatch in DISPATCHES:
+        mark = "*" if dispatch == spec.dispatch else " "
         try:
             p = formula(spec, dispatch)
-            mark = "*" if dispatch == spec.dispatch else " "
             print(
-                f" {mark}{p.model:<22} wait {p.mean_wait:.4f} s  response {p.mean_response:.4f} s  "
-                f"in system {p.mean_in_system:.3f}  P(wait) {p.p_wait:.3f}"
+                f" {mark}{label(dispatch, p):<{LABEL_WIDTH}} wait {p.mean_wait:.4f} s  "
+                f"response {p.mean_response:.4f} s  in system {p.mean_in_system:.3f}  P(wait) {p.p_wait:.3f}"
             )
         except ValueError as exc:
-            print(f"  {dispatch:<22} no formula: {exc}")
+            print(f" {mark}{dispatch:<{LABEL_WIDTH}} no formula: {exc}")
     print("  (* the spec's own dispatch)")
     s = simulate(spec).summary
     print(
-        f" *{'simulation (SimPy)':<22} wait {s['wait_mean']:.4f} s  response {s['response_mean']:.4f} s  "
+        f" *{'simulation (SimPy)':<{LABEL_WIDTH}} wait {s['wait_mean']:.4f} s  response {s['response_mean']:.4f} s  "
         f"in system {s['mean_in_system']:.3f}  p99 response {s['response_p99']:.4f} s"
     )
     return 0
@@ -141,14 +147,10 @@ def _save_plots(result: Any, out: Path) -> None:
     import matplotlib.pyplot as plt
 
     from yadtq.lab.plots import fault_timeline, gantt, response_distribution
-    from yadtq.lab.theory import predict as formula
+    from yadtq.lab.theory import labelled_predictions
 
-    predictions = []
-    for dispatch in ("partitioned", "pooled"):
-        try:
-            predictions.append(formula(result.experiment, dispatch))
-        except ValueError:
-            pass
+    # the spec's own dispatch first; pooled and shared share a formula, so it is drawn once
+    predictions = labelled_predictions(result.experiment)
     drawings = [
         ("gantt", lambda: gantt(result)),
         ("response", lambda: response_distribution(result, None, predictions)),

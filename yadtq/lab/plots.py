@@ -15,13 +15,17 @@ if TYPE_CHECKING:
     from yadtq.lab.result import Result
     from yadtq.lab.theory import Prediction
 
-#: Sweep columns drawn by :func:`sweep_plot`, with their labels, in drawing order.
+#: Sweep columns drawn by :func:`sweep_plot`, with their labels, in drawing order. ``theory`` (the
+#: formula of the spec's own dispatch) is a wide pale band under the formula line it equals.
 SERIES = [
+    ("theory", "theory, the spec's own dispatch", "-", "tab:orange"),
     ("measured", "measured (real workers)", "o-", "black"),
     ("simulated", "simulation (SimPy)", "s--", "tab:blue"),
-    ("theory", "theory, the spec's dispatch (partitioned: M/G/1 per worker)", "-", "tab:orange"),
-    ("mmc", "theory, pooled (M/M/c)", ":", "tab:green"),
+    ("mmc", "theory, shared or pooled (M/M/c)", ":", "tab:green"),
+    ("partitioned", "theory, partitioned (M/G/1 per worker)", "-.", "tab:red"),
 ]
+#: How the band of the spec's own formula is drawn.
+BAND = {"lw": 6, "alpha": 0.3}
 
 
 def _axes(ax: Axes | None, size: tuple[float, float] = (7, 4)) -> Axes:
@@ -33,8 +37,10 @@ def _axes(ax: Axes | None, size: tuple[float, float] = (7, 4)) -> Axes:
 
 
 def sweep_plot(frame: pd.DataFrame, x: str = "utilisation", metric: str = "response_mean") -> tuple[Axes, Axes]:
-    """Measured vs simulation vs both formulas over a sweep (top), and the relative error of each
-    against the measurement (bottom; against the simulation when nothing was measured)."""
+    """Measured vs simulation vs the formulas over a sweep (top): the spec's own (a pale band) and
+    both models, one queue (M/M/c: shared, pooled) and a queue per worker (partitioned); and the
+    relative error of each against the measurement (bottom; against the simulation when nothing
+    was measured)."""
     import matplotlib.pyplot as plt
 
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True, height_ratios=[2, 1])
@@ -44,10 +50,11 @@ def sweep_plot(frame: pd.DataFrame, x: str = "utilisation", metric: str = "respo
         column = f"{key}_{metric}"
         if column not in data or data[column].isna().all():
             continue
-        top.plot(data[x], data[column], style, color=color, label=label)
+        width = BAND if key == "theory" else {}
+        top.plot(data[x], data[column], style, color=color, label=label, **width)
         if key != reference:
             error = (data[column] - data[f"{reference}_{metric}"]) / data[f"{reference}_{metric}"]
-            bottom.plot(data[x], 100 * error, style, color=color, label=label)
+            bottom.plot(data[x], 100 * error, style, color=color, label=label, **width)
     top.set_ylabel(f"{metric.replace('_', ' ')} (s)")
     top.legend(fontsize="small")
     top.set_title(f"{metric.replace('_', ' ')} against {x}")
@@ -92,7 +99,7 @@ def response_distribution(result: Result, ax: Axes | None = None, predictions: S
             prediction.mean_response,
             color="black",
             ls=style,
-            label=f"{prediction.model}: {prediction.mean_response:.3f} s",
+            label=f"{prediction.model}, mean {prediction.mean_response:.3f} s",
         )
     ax.set_xlabel("response time: scheduled to finished (s)")
     ax.set_ylabel("density")

@@ -1,12 +1,13 @@
 """The experiment on real workers, Kafka and Redis: an open-loop load, faults on cue, and an audit.
 
-A run gets a namespace of its own (its topics, consumer group and keys), starts ``workers`` worker
-processes with :class:`~yadtq.pool.Pool`, waits until the group has dealt out every partition, and
-then sends each task at its scheduled time. The generator is **open loop**: it never waits for a
-task to finish before sending the next, as real clients do not, and a submit that is slow does not
-delay the next one (submits are handed to a few threads). Waiting is measured from the scheduled
-time, and how late the generator was is reported (``lateness_*``), so an overloaded laptop shows up
-as such instead of as a faster queue.
+A run gets a namespace of its own (its topics, groups and keys), starts the spec's worker processes
+with :class:`~yadtq.pool.Pool` (in a share group for ``shared`` dispatch, in a consumer group for
+``partitioned`` and ``pooled``), waits until they are up (and, in a consumer group, until it has
+dealt out every partition), and then sends each task at its scheduled time. The generator is **open
+loop**: it never waits for a task to finish before sending the next, as real clients do not, and a
+submit that is slow does not delay the next one (submits are handed to a few threads). Waiting is
+measured from the scheduled time, and how late the generator was is reported (``lateness_*``), so
+an overloaded laptop shows up as such instead of as a faster queue.
 
 Every task runs :func:`yadtq.lab.probe.work`, which counts its own executions (started and run to
 the end) in Redis; the audit is made from those counts, not from what the queue recorded. After the
@@ -77,21 +78,7 @@ def run(
     fresh one. ``drain_timeout`` bounds the wait after the last arrival (default: from the expected
     work, see :func:`_default_drain`).
     """
-    base = config or Config.from_env()
-    cfg = base.replace(
-        namespace=f"lab{uuid.uuid4().hex[:10]}",
-        partitions=experiment.partitions,
-        heartbeat_interval=experiment.heartbeat_interval,
-        heartbeat_timeout=experiment.heartbeat_timeout,
-        imports=(*base.imports, "yadtq.lab.probe"),
-        delivery=experiment.delivery,
-        concurrency=experiment.slots,
-        # No shedding: the models keep each partition on one worker, and a shed moves partitions
-        # mid-run. It would also fire during the warm-up, whose first task per worker includes the
-        # executor's start-up (over 2 s on a busy machine): three workers shedding at once were
-        # seen to stop taking messages after the rebalance.
-        shed_after=0.0,
-    )
+    cfg = worker_config(experiment, config or Config.from_env())
     schedule = experiment.schedule()
     pool = Pool(cfg)
     client = Client(cfg)
@@ -99,6 +86,9 @@ def run(
     deaths = _Deaths(client)
     try:
         client.broker.ensure_topics()
+        if experiment.dispatch == "shared" and not client.broker.shared_dispatch():
+            # the workers would fall back to a consumer group, and the run measure partitions
+            raise RunError("dispatch 'shared' needs a Kafka broker with share groups (Kafka 4.2 or later)")
         pool.start(experiment.processes)
         _wait_for_group(client, pool, experiment, timeout=60.0)
         _warm_up(client, experiment, timeout=90.0)
@@ -140,36 +130,74 @@ def run(
 
 
 # --- set-up -------------------------------------------------------------------------------------------
+def worker_config(experiment: Experiment, base: Config) -> Config:
+    """The workers' settings for a run of ``experiment``: ``base``'s endpoints, a fresh namespace,
+    and the spec's partitions, heartbeats, delivery, slots and dispatch."""
+    return base.replace(
+        namespace=f"lab{uuid.uuid4().hex[:10]}",
+        partitions=experiment.partitions,
+        heartbeat_interval=experiment.heartbeat_interval,
+        heartbeat_timeout=experiment.heartbeat_timeout,
+        imports=(*base.imports, "yadtq.lab.probe"),
+        delivery=experiment.delivery,
+        concurrency=experiment.slots,
+        # Shared: the worker processes form one share group. Partitioned, and pooled (one process
+        # that owns every partition): a consumer group.
+        dispatch="shared" if experiment.dispatch == "shared" else "partitioned",
+        # No shedding (a consumer group's; shared workers never shed): the models keep each
+        # partition on one worker, and a shed moves partitions mid-run. It would also fire during
+        # the warm-up, whose first task per worker includes the executor's start-up (over 2 s on a
+        # busy machine): three workers shedding at once were seen to stop taking messages after
+        # the rebalance.
+        shed_after=0.0,
+    )
+
+
 def _wait_for_group(client: Client, pool: Pool, experiment: Experiment, timeout: float) -> None:
-    """Until every worker heartbeats and the group has dealt the partitions out as the models assume
-    (each worker that should own some does), unchanged for two heartbeats: before that, tasks on an
-    unowned partition would wait for a rebalance, or one worker would serve another's share, and the
-    run would measure that. Called again after the warm-up: a worker whose join came late may
+    """Until every worker heartbeats, unchanged for two heartbeats.
+
+    In a consumer group (partitioned and pooled dispatch) also until the group has dealt the
+    partitions out as the models assume (each worker that should own some does): before that,
+    tasks on an unowned partition would wait for a rebalance, or one worker would serve another's
+    share, and the run would measure that. In a share group no partition is a worker's own (a
+    worker's heartbeat lists the partitions it may fetch from, often all of them), so heartbeating,
+    idle or busy, is enough. Called again after the warm-up: a worker whose join came late may
     still be rebalancing when the warm-up ends."""
     deadline = time.monotonic() + timeout
+    shared = experiment.dispatch == "shared"
     wanted = set(range(experiment.partitions))
     owners = sum(1 for count in experiment.partition_counts() if count)
-    last: list[set[int]] | None = None
+    last: list[Any] | None = None
     since = time.monotonic()
     while time.monotonic() < deadline:
         table = client.workers()
         up = table[table["state"].isin(["idle", "busy", "idle (no partition)"])].sort_values("name")
-        shares = [owned(cell) for cell in up["partitions"]]
-        dealt = len(up) >= experiment.processes and set().union(*shares) == wanted and sum(map(bool, shares)) >= owners
-        if not dealt or shares != last:
-            last, since = shares, time.monotonic()
+        if shared:
+            seen: list[Any] = list(up["name"])
+            ready = len(up) >= experiment.processes
+        else:
+            seen = [owned(cell) for cell in up["partitions"]]
+            ready = len(up) >= experiment.processes and set().union(*seen) == wanted and sum(map(bool, seen)) >= owners
+        if not ready or seen != last:
+            last, since = seen, time.monotonic()
         elif time.monotonic() - since >= 2 * experiment.heartbeat_interval:
             return
         time.sleep(0.2)
     logs = "; ".join(f"{p.name}: {p.log_path.read_text()[-300:]!r}" for p in pool.processes.values())
-    raise ServiceUnavailable(f"workers did not join and own all partitions within {timeout:g}s (logs: {logs})")
+    what = "join the share group" if shared else "join and own all partitions"
+    raise ServiceUnavailable(f"workers did not {what} within {timeout:g}s (logs: {logs})")
 
 
 def _warm_up(client: Client, experiment: Experiment, timeout: float) -> None:
-    """Until every worker that owns a partition has run a task: a worker's first task also starts
-    its executor process (about a second), and measuring that would blame the queue for start-up.
-    Tasks land on random partitions, so rounds of empty tasks are sent until all have one."""
-    owners = sum(1 for count in experiment.partition_counts() if count)
+    """Until every worker that can get a task has run one: a worker's first task also starts its
+    executor process (about a second), and measuring that would blame the queue for start-up.
+    Partitioned and pooled: every worker that owns a partition; tasks land on random partitions, so
+    rounds of empty tasks are sent until all have one. Shared: every worker; a round goes to
+    whichever workers ask first, so again rounds until each has had one."""
+    if experiment.dispatch == "shared":
+        owners = experiment.processes
+    else:
+        owners = sum(1 for count in experiment.partition_counts() if count)
     deadline = time.monotonic() + timeout
     round_, stuck = 0, 0
     while time.monotonic() < deadline:
@@ -199,8 +227,7 @@ def _warm_up(client: Client, experiment: Experiment, timeout: float) -> None:
 def _default_drain(experiment: Experiment) -> float:
     """Time allowed after the last arrival: the busiest worker's work, three times over, plus room for
     fault recovery (heartbeat timeout, Kafka session, pauses)."""
-    share = max(experiment.partition_counts()) / experiment.partitions
-    work = experiment.expected_tasks * share * experiment.service_mean
+    work = experiment.expected_tasks * experiment.busiest_share * experiment.service_mean
     paused = sum(f.seconds for f in experiment.faults)
     return 30.0 + 3 * work + paused + 5 * experiment.heartbeat_timeout * len(experiment.faults)
 
@@ -577,4 +604,4 @@ class _Deaths:
 
 from yadtq.lab.sweep import sweep  # noqa: E402 - re-exported: ``from yadtq.lab.run import run, sweep``
 
-__all__ = ["RunError", "audit_table", "detection", "run", "sweep"]
+__all__ = ["RunError", "audit_table", "detection", "run", "sweep", "worker_config"]

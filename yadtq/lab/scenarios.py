@@ -1,11 +1,12 @@
 """Ready-made experiments whose outcome is fixed by design, for the lessons and their tests.
 
-:func:`crash_mid_batch` makes the three delivery semantics differ by a known count. One worker with
-three slots owns the only partition. Tasks 0 and 1 are long (9 s and 8 s) and take slots 1 and 2;
-ten short tasks (0.1 s) then run one after another on slot 3 and finish, but their offsets cannot be
-committed: a partition is committed only up to its oldest unsettled message, task 0. At 5 s the
-worker is killed while both long tasks run, and a replacement is started, so Kafka gives the
-replacement every message from task 0 on:
+:func:`crash_mid_batch` makes the three delivery semantics differ by a known count. It is about a
+consumer group's offsets, so it uses ``partitioned`` dispatch: one worker with three slots owns the
+only partition. Tasks 0 and 1 are long (9 s and 8 s) and take slots 1 and 2; ten short tasks
+(0.1 s) then run one after another on slot 3 and finish, but their offsets cannot be committed: a
+partition is committed only up to its oldest unsettled message, task 0. At 5 s the worker is killed
+while both long tasks run, and a replacement is started, so Kafka gives the replacement every
+message from task 0 on:
 
 - ``at_most_once`` committed each offset before running it, so the two running tasks are never
   redelivered: **2 lost**;
@@ -41,6 +42,7 @@ def crash_mid_batch(delivery: str = "effectively_once", kill_at: float = 5.0) ->
         workers=1,
         concurrency=3,
         partitions=1,
+        dispatch="partitioned",  # a consumer group: offsets committed up to the oldest unsettled message
         tasks=SHORT_TASKS + LONG_TASKS,
         delivery=delivery,
         faults=(Fault(at=kill_at, action="kill"), Fault(at=kill_at, action="start")),

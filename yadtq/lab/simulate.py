@@ -1,15 +1,18 @@
 """The experiment as a discrete-event model (SimPy): what the queue would do with no overheads.
 
-Each worker is a SimPy process that takes the next task of its queue, waits for it to arrive if it
-has not yet, and holds for its service time. The queues mirror the dispatch:
+Each worker slot is a SimPy process that takes the next task of its queue, waits for it to arrive
+if it has not yet, and holds for its service time. The queues mirror the dispatch:
 
-- ``partitioned`` (yadtq): every task lands on a random partition, as a random message key does;
-  Kafka's range assignor gives each worker a contiguous block of partitions, and a worker serves
-  only tasks of its own partitions.
-- ``pooled``: one FCFS queue shared by all slots, the M/M/c model of the textbooks (in yadtq: one
-  worker process with ``concurrency = c``).
+- ``shared`` (yadtq's default, a Kafka share group): one FCFS queue shared by every slot of every
+  worker process, the M/M/c model of the textbooks; each task records the process that served it.
+- ``partitioned`` (a consumer group): every task lands on a random partition, as a random message
+  key does; Kafka's range assignor gives each worker a contiguous block of partitions, and a worker
+  serves only tasks of its own partitions.
+- ``pooled``: one FCFS queue shared by all slots of *one* worker process with ``concurrency = c``:
+  the same queue as ``shared``, in one process.
 
-A worker process with several slots is as many SimPy processes pulling from its one queue.
+A worker process with several slots is as many SimPy processes pulling from its queue. The slot
+that has been free the longest takes the next task.
 
 The arrival and service times come from :meth:`Experiment.schedule`, so a simulation and a real
 run of one spec see the same tasks. Faults and delivery modes are not modelled: the simulation is
@@ -35,15 +38,15 @@ import pandas as pd
 import simpy
 
 from yadtq.lab.result import Result
-from yadtq.lab.spec import Experiment
+from yadtq.lab.spec import DISPATCHES, Experiment
 
 
 def simulate(experiment: Experiment, dispatch: str | None = None) -> Result:
     """Simulate ``experiment`` (by its own ``dispatch`` unless another is given); the Result has the
     same columns as a real run's (one execution each)."""
     dispatch = dispatch or experiment.dispatch
-    if dispatch not in ("partitioned", "pooled"):
-        raise ValueError(f"dispatch must be 'partitioned' or 'pooled', not {dispatch!r}")
+    if dispatch not in DISPATCHES:
+        raise ValueError(f"dispatch must be one of {', '.join(DISPATCHES)}, not {dispatch!r}")
     clock = time.perf_counter()
     schedule = experiment.schedule()
     n = len(schedule)
@@ -88,6 +91,9 @@ def replay(result: Result, overhead: float = 0.0) -> Result:
     service times, and each task on the worker that really ran it, served FCFS; each task also
     occupies its worker for ``overhead`` seconds before it starts (see :func:`dispatch_overhead`).
 
+    With shared dispatch the ideal queue is one queue for the slots of every worker that ran a task,
+    so a task goes to whichever slot is free first, not necessarily to the worker that ran it.
+
     Comparing a run with its replay cancels the luck of the draw (which tasks were long, which
     partition each landed on), so what remains is the queue's own behaviour: with ``overhead=0``,
     everything the worker does outside a task (fetch, claim, commit) and any unfairness; with the
@@ -101,14 +107,19 @@ def replay(result: Result, overhead: float = 0.0) -> Result:
     started = [0.0] * n
     served_by = [0] * n
     workers = done["worker"].to_numpy()
+    names = sorted(set(workers))
     slots = _slots(result)
+    shared = result.experiment is not None and result.experiment.dispatch == "shared"
+    one_queue = _Queue(np.arange(n))
     env = simpy.Environment()
-    for w, name in enumerate(sorted(set(workers))):
-        queue = _Queue(np.flatnonzero(workers == name))
+    for w, name in enumerate(names):
+        queue = one_queue if shared else _Queue(np.flatnonzero(workers == name))
         for _ in range(slots):
             env.process(_serve(env, w, queue, arrivals, occupied, started, served_by))
     env.run()
     frame = done[["id", "worker", "scheduled", "submitted", "status", "attempts", "executions", "completions"]].copy()
+    if shared and n:
+        frame["worker"] = np.asarray(names)[np.asarray(served_by)]
     frame["started"] = np.asarray(started) + overhead
     frame["finished"] = frame["started"] + done["service"]
     return Result.build(frame, result.experiment, "replay", {"overhead": overhead}, slots=slots)
@@ -137,7 +148,8 @@ def dispatch_overhead(result: Result) -> float:
 
 
 class _Queue:
-    """Task indices in arrival order and a cursor; a pooled queue is one object shared by all."""
+    """Task indices in arrival order and a cursor; a shared or pooled queue is one object that every
+    slot pulls from."""
 
     def __init__(self, indices: np.ndarray) -> None:
         self.indices: list[int] = indices.tolist()
@@ -145,9 +157,12 @@ class _Queue:
 
 
 def _queues(experiment: Experiment, n: int, dispatch: str) -> tuple[list[_Queue], int]:
-    """One queue per worker process, and the slots that serve each."""
+    """One queue per worker process (shared: the same queue for every process), and the slots that
+    serve each."""
     if dispatch == "pooled":
         return [_Queue(np.arange(n))], experiment.servers
+    if dispatch == "shared":
+        return [_Queue(np.arange(n))] * experiment.workers, experiment.concurrency
     # A separate stream (not the schedule's): the partition is the key's hash, not part of the load.
     rng = np.random.default_rng(np.random.SeedSequence(experiment.seed).spawn(3)[2])
     partition = rng.integers(0, experiment.partitions, n)

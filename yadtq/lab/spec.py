@@ -33,10 +33,15 @@ ARRIVALS = ("poisson", "constant", "bursts")
 SERVICES = ("constant", "exponential", "list", "sequence")
 DELIVERIES = ("effectively_once", "at_least_once", "at_most_once")
 ACTIONS = ("kill", "term", "pause", "resume", "pause_for", "start")
-#: How tasks reach workers: ``partitioned`` (yadtq's usual set-up: ``workers`` processes, each
-#: serving only the tasks of its own partitions) or ``pooled`` (one process with ``workers``
-#: slots, so every slot takes the next task of one shared queue: the M/M/c model).
-DISPATCHES = ("partitioned", "pooled")
+#: How tasks reach workers:
+#:
+#: - ``shared`` (the default, as for yadtq's workers): ``workers`` processes in one Kafka share
+#:   group, so any process with a free slot takes the next task of one shared queue: M/M/c;
+#: - ``partitioned``: ``workers`` processes in one consumer group, each serving only the tasks of
+#:   its own partitions: an M/G/1 queue per process (with one slot);
+#: - ``pooled``: **one** process with ``workers`` times the slots, owning every partition, so
+#:   every slot takes the next task of its one in-memory queue: M/M/c again, in one process.
+DISPATCHES = ("shared", "partitioned", "pooled")
 #: Longest time (s) an overloaded run may need, after its last arrival, to work off its backlog.
 MAX_DRAIN = 120.0
 #: Longest single service time: the limit of the ``sleep``-like lab operation.
@@ -94,7 +99,8 @@ class Experiment:
     #: Slots (tasks at once) per worker process; ``pooled`` runs one process with ``workers`` times
     #: as many.
     concurrency: int = 1
-    dispatch: str = "partitioned"
+    #: ``shared``, ``partitioned`` or ``pooled`` (see :data:`DISPATCHES`).
+    dispatch: str = "shared"
     #: Exactly one of ``tasks`` (a count) and ``duration`` (seconds of arrivals) is set.
     tasks: int | None = 200
     duration: float | None = None
@@ -117,12 +123,14 @@ class Experiment:
 
     @property
     def processes(self) -> int:
-        """Worker processes started at the beginning (``start`` faults add more later)."""
+        """Worker processes started at the beginning (``start`` faults add more later): ``workers``
+        for shared and partitioned dispatch, one for pooled."""
         return 1 if self.dispatch == "pooled" else self.workers
 
     @property
     def slots(self) -> int:
-        """Slots per worker process (its ``concurrency`` setting)."""
+        """Slots per worker process (its ``concurrency`` setting): ``concurrency``, or for pooled
+        dispatch ``workers × concurrency`` in its one process."""
         return self.concurrency * (self.workers if self.dispatch == "pooled" else 1)
 
     @property
@@ -145,7 +153,11 @@ class Experiment:
 
     def partition_counts(self) -> list[int]:
         """Partitions each worker process owns once the group settles, as Kafka's range assignor deals
-        them (the first ``P mod c`` get one more); processes beyond the partition count get none."""
+        them (the first ``P mod c`` get one more); processes beyond the partition count get none.
+
+        It matters for partitioned dispatch only (pooled: one process owns them all). With shared
+        dispatch no process owns a partition: the share group hands every process records of any
+        partition, so every process serves every task (see :attr:`busiest_share`)."""
         base, extra = divmod(self.partitions, self.processes)
         return [base + (1 if i < extra else 0) for i in range(self.processes)]
 
@@ -154,11 +166,21 @@ class Experiment:
         return float(self.tasks) if self.tasks is not None else self.arrival_rate * float(self.duration or 0)
 
     @property
+    def busiest_share(self) -> float:
+        """The fraction of all tasks the busiest worker process serves. Partitioned: tasks go to
+        partitions at random, and each process serves only its own (its partitions over all);
+        pooled: the one process serves everything; shared: one queue for every process, so each
+        serves ``1 / processes`` of the tasks on average."""
+        if self.dispatch == "shared":
+            return 1.0 / self.processes
+        return max(self.partition_counts()) / self.partitions
+
+    @property
     def busiest_load(self) -> float:
-        """ρ of the busiest worker process: tasks go to partitions at random, each process serves its
-        own with its slots (pooled: one process, all partitions, every slot)."""
-        share = max(self.partition_counts()) / self.partitions
-        return self.arrival_rate * share * self.service_mean / self.slots
+        """ρ of the busiest worker process: its share of the tasks over its slots. For shared and
+        pooled dispatch every slot serves the one queue, so it is ``arrival_rate × service_mean /
+        servers``, the utilisation of the M/M/c model."""
+        return self.arrival_rate * self.busiest_share * self.service_mean / self.slots
 
     # --- validation -----------------------------------------------------------------------------
     def validate(self) -> None:
@@ -204,8 +226,7 @@ class Experiment:
         rho = self.busiest_load
         if rho < 1:
             return
-        share = max(self.partition_counts()) / self.partitions
-        work = self.expected_tasks * share * self.service_mean / self.slots
+        work = self.expected_tasks * self.busiest_share * self.service_mean / self.slots
         drain = work - self.expected_tasks / self.arrival_rate
         if drain > MAX_DRAIN:
             raise SpecError(

@@ -1,9 +1,11 @@
 """A grid of experiments, each predicted, simulated and (optionally) run: one tidy row per point.
 
-The columns put the four answers side by side with the same metric names, so the question a class
-asks ("how far is the formula from what we measured, and why?") is one subtraction:
-``measured_*`` (real run), ``simulated_*`` (SimPy, partitioned like yadtq), ``theory_*`` (the
-partitioned formula) and ``mmc_*`` (the textbook M/M/c, a shared queue yadtq does not have).
+The columns put the answers side by side with the same metric names, so the question a class asks
+("how far is the formula from what we measured, and why?") is one subtraction: ``measured_*`` (real
+run), ``simulated_*`` (SimPy) and ``theory_*`` (the formula), all three for the spec's own dispatch;
+and, whatever that is, both models for comparison: ``mmc_*`` (M/M/c, or M/G/c approximately: one
+queue for every slot, as shared and pooled dispatch have) and ``partitioned_*`` (an M/G/1 queue per
+worker, as partitioned dispatch has).
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ def _row(spec: Experiment, measure: bool, config: Config | None, progress: bool)
     from yadtq.lab.simulate import simulate
 
     row: dict[str, Any] = {"utilisation": spec.busiest_load, "tasks": spec.expected_tasks}
-    for key, dispatch in (("theory", None), ("mmc", "pooled")):  # its own dispatch, and M/M/c
+    # its own dispatch, one queue for all slots (shared = pooled), and a queue per worker
+    for key, dispatch in (("theory", None), ("mmc", "shared"), ("partitioned", "partitioned")):
         try:
             p = predict(spec, dispatch)
             row.update({f"{key}_wait_mean": p.mean_wait, f"{key}_response_mean": p.mean_response})
@@ -68,6 +71,6 @@ def _row(spec: Experiment, measure: bool, config: Config | None, progress: bool)
         row["measured_service_mean"] = measured["service_mean"]
         for name in ("lost", "duplicated", "restarted", "executed_more_than_once", "completed_once"):
             row[name] = measured[f"audit_{name}"]
-        for key in ("simulated", "theory", "mmc"):
+        for key in ("simulated", "theory", "mmc", "partitioned"):
             row[f"{key}_error"] = row[f"{key}_response_mean"] / row["measured_response_mean"] - 1
     return row

@@ -1,16 +1,21 @@
 """Queueing theory for the lab: what the formulas say a run should measure.
 
-Two ways of dispatching tasks to ``c`` workers give different answers, and yadtq uses the second:
+yadtq can dispatch tasks to its ``c`` slots in three ways (the spec's ``dispatch``), and they come
+down to two models:
 
-- **pooled** (one shared queue, any free slot takes the next task): the M/M/c queue and its
-  Erlang C formula; :func:`mmc` exactly, :func:`mgc` approximately for other service times. In yadtq
-  this is *one* worker process with ``concurrency = c``: it owns every partition and its slots take
-  the next fetched message, whichever partition it came from (spec ``dispatch: "pooled"``).
-- **partitioned** (``c`` worker processes): a task's key sends it to a random partition, and only the
-  worker that owns that partition can run it. Random splitting of a Poisson stream gives Poisson
-  streams, so each worker is an independent M/G/1 queue, and the Pollaczek-Khinchine formula is
-  *exact* for it, for any service-time distribution (:func:`partitioned`). A worker can be idle while
-  another has a queue, so waits are longer than M/M/c's at the same load: the lab shows by how much.
+- **shared** (the default): ``workers`` processes in one Kafka share group (KIP-932). The broker
+  hands the next record to whichever process asks with a free slot, so all ``c = workers ×
+  concurrency`` slots serve one queue: the M/M/c queue and its Erlang C formula, :func:`mmc`
+  exactly, :func:`mgc` approximately for other service times.
+- **pooled**: *one* worker process with ``concurrency = c`` owns every partition of a consumer group,
+  and its slots take the next fetched message, whichever partition it came from. One queue, ``c``
+  servers: the same formulas as shared, in one process.
+- **partitioned** (``workers`` processes in a consumer group): a task's key sends it to a random
+  partition, and only the process that owns that partition can run it. Random splitting of a
+  Poisson stream gives Poisson streams, so each process is an independent M/G/1 queue (M/G/k with
+  ``k`` slots), and the Pollaczek-Khinchine formula is *exact* for it, for any service-time
+  distribution (:func:`partitioned`). A process can be idle while another has a queue, so waits
+  are longer than M/M/c's at the same load: the lab shows by how much.
 
 Every formula needs Poisson arrivals and a stable system (ρ < 1); otherwise it raises ValueError,
 and :func:`yadtq.lab.simulate.simulate` is the tool to use.
@@ -18,7 +23,7 @@ and :func:`yadtq.lab.simulate.simulate` is the tool to use.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -75,10 +80,11 @@ def mmc(arrival_rate: float, service_rate: float, servers: int) -> Prediction:
 
 
 def mgc(arrival_rate: float, service_rate: float, servers: int, scv: float) -> Prediction:
-    """M/G/c, pooled, by the Lee-Longton approximation ``Wq ≈ (1 + scv)/2 · Wq(M/M/c)``, where scv is
-    the squared coefficient of variation of the service time (0 for constant: M/D/c gets half the
-    M/M/c wait). It is exact for c = 1 (Pollaczek-Khinchine) and for exponential service (scv = 1);
-    for M/D/c with several servers it slightly overestimates the wait."""
+    """M/G/c, one queue for all servers (shared or pooled dispatch), by the Lee-Longton approximation
+    ``Wq ≈ (1 + scv)/2 · Wq(M/M/c)``, where scv is the squared coefficient of variation of the
+    service time (0 for constant: M/D/c gets half the M/M/c wait). It is exact for c = 1
+    (Pollaczek-Khinchine) and for exponential service (scv = 1); for M/D/c with several servers it
+    slightly overestimates the wait."""
     base = mmc(arrival_rate, service_rate, servers)
     wait = (1 + scv) / 2 * base.mean_wait
     model = "M/M/c" if scv == 1 else ("M/D/c (approx.)" if scv == 0 else "M/G/c (approx.)")
@@ -88,7 +94,7 @@ def mgc(arrival_rate: float, service_rate: float, servers: int, scv: float) -> P
 def partitioned(
     arrival_rate: float, service_rate: float, scv: float, shares: list[float], slots: int = 1
 ) -> Prediction:
-    """yadtq's dispatch over several processes: worker ``i`` receives the fraction ``shares[i]`` of
+    """Partitioned dispatch over several processes: worker ``i`` receives the fraction ``shares[i]`` of
     the tasks (its partitions over all partitions) and serves them alone with ``slots`` slots. With
     one slot it is an M/G/1 queue, whose mean wait is exact by Pollaczek-Khinchine,
     ``Wq = λ_i·E[S²] / (2(1 − ρ_i))``; with more, :func:`mgc` per worker. Then weighted by traffic."""
@@ -115,22 +121,50 @@ def partitioned(
     return _prediction(model, arrival_rate, service_rate, servers, utilisation, p_wait, wait)
 
 
+#: The dispatches whose formulas are the same M/M/c (M/G/c) model: one queue for every slot.
+ONE_QUEUE = ("shared", "pooled")
+
+
 def predict(experiment: Experiment, dispatch: str | None = None) -> Prediction:
-    """The formula that fits ``experiment`` as it would run: its own ``dispatch`` by default, or the
-    other one for comparison. ``partitioned``: ``workers`` processes (exact for any service time with
-    one slot each); ``pooled``: all ``workers × concurrency`` slots on one queue (M/M/c exactly, M/D/c
-    or M/G/c approximately)."""
+    """The formula that fits ``experiment`` as it would run: its own ``dispatch`` by default, or
+    another one for comparison. ``shared`` and ``pooled``: all ``workers × concurrency`` slots on one
+    queue (M/M/c exactly, M/D/c or M/G/c approximately); ``partitioned``: ``workers`` processes,
+    each with its own partitions (exact for any service time with one slot each)."""
     if experiment.arrival != "poisson":
         raise ValueError(f"the formulas assume Poisson arrivals, not {experiment.arrival}; simulate instead")
     dispatch = dispatch or experiment.dispatch
-    if dispatch == "pooled":
+    if dispatch in ONE_QUEUE:
         return mgc(experiment.arrival_rate, experiment.service_rate, experiment.servers, experiment.service_scv)
     if dispatch == "partitioned":
         as_partitioned = experiment.replace(dispatch="partitioned") if experiment.dispatch != dispatch else experiment
         shares = [p / experiment.partitions for p in as_partitioned.partition_counts()]
         rate, mu, scv = experiment.arrival_rate, experiment.service_rate, experiment.service_scv
         return partitioned(rate, mu, scv, shares, experiment.concurrency)
-    raise ValueError(f"dispatch must be 'partitioned' or 'pooled', not {dispatch!r}")
+    raise ValueError(f"dispatch must be 'shared', 'partitioned' or 'pooled', not {dispatch!r}")
+
+
+def label(dispatch: str, prediction: Prediction) -> str:
+    """A prediction named by the dispatch it was made for, for tables and legends:
+    ``shared: M/M/c``, ``partitioned: M/M/1 per worker``, ``pooled: M/D/c (approx.)``."""
+    model = prediction.model.removeprefix("partitioned ")
+    return f"{dispatch}: {model}{' per worker' if dispatch == 'partitioned' else ''}"
+
+
+def labelled_predictions(experiment: Experiment) -> list[Prediction]:
+    """The formula of the spec's own dispatch, then those of the other dispatches that differ from
+    it (shared and pooled share one), each with its :func:`label` as ``model``: what a plot of one
+    run compares it with. Dispatches without a formula (not Poisson, unstable) are left out."""
+    from yadtq.lab.spec import DISPATCHES
+
+    out: list[Prediction] = []
+    for dispatch in sorted(DISPATCHES, key=lambda d: d != experiment.dispatch):
+        try:
+            p = predict(experiment, dispatch)
+        except ValueError:
+            continue
+        if all(p.mean_wait != q.mean_wait or p.servers != q.servers for q in out):
+            out.append(replace(p, model=label(dispatch, p)))
+    return out
 
 
 def predict_sampled(experiment: Experiment, dispatch: str | None = None) -> Prediction:
