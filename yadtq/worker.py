@@ -423,6 +423,10 @@ class Worker:
         *those held records* (0 when none): a record handed out before to a worker that died or
         stalled reads 2 or more for as long as this worker holds it. A stopped worker holds none."""
         current = ",".join(msg.id for msg in self.current)
+        if self.state in ("idle", "busy"):
+            # Read now, not as the consumer thread last set it: a shared worker's consumer thread
+            # sleeps while every slot is busy, and its last word was often from before a task began.
+            self.state = "busy" if current else "idle"
         partitions = ",".join(str(p) for p in sorted(self.partitions))
         in_flight: int | None = None
         max_count: int | None = None
