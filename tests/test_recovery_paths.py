@@ -60,7 +60,10 @@ def running_on_one_of_two(
     """Start two workers, wait until both own partitions, submit ``lab.work(seconds, token)`` and
     wait until it runs; its handle, and the worker running it."""
     pool.start(2)
-    wait_for(owning(client, 2), timeout=60, what="2 workers owning partitions")
+    # A join that kafka-python drops (docs/reliability.md) leaves a worker out until its safety net
+    # rejoins it, two session timeouts later: 60 s with the reaper test's 30 s session.
+    patience = max(60.0, 2 * client.config.session_timeout + 30.0)
+    wait_for(owning(client, 2), timeout=patience, what="2 workers owning partitions")
     handle = client.submit_with("lab.work", [seconds, token], wait=True)
     return handle, started(client, handle.id, token, wait_for)
 

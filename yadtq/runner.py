@@ -88,6 +88,9 @@ class Runner:
         self.mode = CLAIM_MODES[self.config.delivery]
         self.slots = [Executor(self.config.imports) for _ in range(self.config.concurrency)]
         self.running: dict[str, Run] = {}  # task id -> run
+        #: Deliveries of tasks that have ended and whose outcome is being stored: their slot is free
+        #: already, so the consumer may fetch the next task while the outcome is written.
+        self.finishing = 0
         self.handled = 0
         self._inbox: deque[Delivery] = deque()
         #: Below this many messages waiting, the consumer fetches again (nudged awake if paused).
@@ -210,9 +213,17 @@ class Runner:
                 run.slot.kill()
                 outcome = Outcome("released")
             if outcome is not None:
+                if outcome.kind != "released":  # a handed-back task's deliveries stay unsettled
+                    self.finishing += len(self._unsettled(run))
                 del self.running[run.msg.id]
                 out.append((run, outcome))
+        if out:
+            self.worker.nudge.set()  # a slot is free: fetch the next task while this outcome is stored
         return out
+
+    def _unsettled(self, run: Run) -> list[Delivery]:
+        """The deliveries a run's outcome settles: at most once settled the first before the run."""
+        return run.deliveries[1:] if self.mode == "once" else run.deliveries
 
     def _take(self) -> list[tuple[Delivery, TaskMessage]]:
         """Messages to claim now, at most one per free slot: parked ones that are due, then new ones.
@@ -327,8 +338,9 @@ class Runner:
         else:
             log.info("%s: %s %s (attempt %d) -> %s", self.worker.name, msg.op, msg.args, run.attempt, status)
         emit(self.worker.hooks, "task_finished", self.worker, msg, status, outcome)
-        # At most once, the first delivery was settled (and committed) before the run.
-        self._settle(run.deliveries[1:] if self.mode == "once" else run.deliveries)
+        deliveries = self._unsettled(run)
+        self.finishing -= len(deliveries)  # before settling: the consumer may count a slot too few, never too many
+        self._settle(deliveries)
 
     def _claimed(self, delivery: Delivery, msg: TaskMessage, claim: Claim) -> None:
         if claim.outcome == "claimed":

@@ -222,8 +222,8 @@ class Worker:
         """Acquire at most as many records as there are slots to start them in: a record waits in the
         broker, where any worker with a free slot can take it, not here behind a running task.
 
-        With no room (or stopping) nothing is fetched: the thread sleeps until :attr:`nudge` (a slot
-        freed: ``AckLedger`` settles a record) or ``POLL_MS`` passes. Every ``share_lock / 3`` the
+        With no room (or stopping) nothing is fetched: the thread sleeps until :attr:`nudge` (a task
+        ended, or ``AckLedger`` settled a record) or ``POLL_MS`` passes. Every ``share_lock / 3`` the
         locks of the records still held are renewed, so a task longer than the lock keeps its record.
         """
         self.partitions = share.assignment
@@ -232,8 +232,9 @@ class Worker:
             share.renew(self.ledger.held())  # type: ignore[union-attr]
         # Records held (running, waiting or being claimed) count against the slots too: the runner
         # moves a record out of its inbox before its claim comes back, and at most once settles it
-        # before running it. Parked ones (their task runs elsewhere) take no slot.
-        held = self.ledger.unsettled() - self.runner.parked()
+        # before running it. Parked ones (their task runs elsewhere) take no slot, nor do those of
+        # tasks that have ended and whose outcome is being stored (the runner nudges us as they end).
+        held = self.ledger.unsettled() - self.runner.parked() - self.runner.finishing
         room = (
             0 if self._stop.is_set() else min(self.runner.free() - self.runner.waiting(), len(self.runner.slots) - held)
         )

@@ -492,8 +492,8 @@ class ShareConsumer:
                     for offset in range(acquired.first_offset, acquired.last_offset + 1):
                         counts[offset] = acquired.delivery_count
                 seen = set()
-                for record in _records(part.records):
-                    if record.offset in counts and record.offset not in seen:
+                for record in _records(part.records, counts.keys()):
+                    if record.offset not in seen:
                         seen.add(record.offset)
                         out.append(
                             ShareRecord(
@@ -596,15 +596,26 @@ class ShareConsumer:
         return await self._manager.wait_for(self._manager.call_soon(coro, *args), deadline_ms)
 
 
-def _records(data: Any) -> list[Any]:
-    """Every record in a partition's ``records`` bytes (kafka-python's own record parser)."""
-    if not data:
+def _records(data: Any, wanted: Iterable[int]) -> list[Any]:
+    """The records at the ``wanted`` offsets in a partition's ``records`` bytes (kafka-python's own
+    record parser). The broker sends whole batches, so a client that submitted many tasks at once
+    gets hundreds of records around the one acquired: batches without a wanted offset are skipped
+    unread, and a batch is read no further than the last wanted offset."""
+    wanted = set(wanted)
+    if not data or not wanted:
         return []
+    low, high = min(wanted), max(wanted)
     out = []
     memory = MemoryRecords(bytes(data))
     while memory.has_next():
         batch = memory.next_batch()
         if batch is None:
             break
-        out.extend(batch)
+        if batch.last_offset < low or batch.base_offset > high:
+            continue
+        for record in batch:
+            if record.offset > high:
+                break
+            if record.offset in wanted:
+                out.append(record)
     return out
