@@ -5,7 +5,8 @@
 The peers are run by ../shared/bench-anchors (copied to a temporary folder first; its ``setup.sh``
 makes its two venvs once, with apt-get and pip), each on its own private Redis, with its own
 harness: enqueue ``add(i, i)`` one call at a time, fetch every result in order, verify them, then
-200 sequential round trips. yadtq runs ``bench/throughput.py`` on the same N. Turns alternate
+200 sequential round trips. yadtq runs ``bench/throughput.py`` on the same N twice: with its default
+shared dispatch ("yadtq") and with its consumer group ("yadtq partitioned"). Turns alternate
 (each repetition rotates the order, so a burst of load from elsewhere hits several systems rather
 than every run of one), and each figure is the median of the repetitions.
 
@@ -64,10 +65,14 @@ def run_peer(work: Path, system: str, rep: int, tasks: int) -> dict[str, Any]:
     }
 
 
-def run_yadtq(tasks: int) -> dict[str, Any]:
+#: yadtq's runs: its default (shared dispatch, one share group) and its consumer group.
+YADTQ = {"yadtq": "shared", "yadtq partitioned": "partitioned"}
+
+
+def run_yadtq(tasks: int, dispatch: str) -> dict[str, Any]:
     out = Path(tempfile.mkstemp(suffix=".json")[1])
     subprocess.run(
-        [sys.executable, str(HERE / "throughput.py"), "--tasks", str(tasks), "--out", str(out)],
+        [sys.executable, str(HERE / "throughput.py"), "--tasks", str(tasks), "--dispatch", dispatch, "--out", str(out)],
         cwd=ROOT,
         check=True,
         timeout=900,
@@ -112,7 +117,7 @@ def chart(medians: dict[str, dict[str, float]], path: Path) -> None:
         strict=True,
     ):
         values = [medians[n][key] for n in names]
-        bars = ax.bar(names, values, color=["tab:red" if n == "yadtq" else "tab:gray" for n in names])
+        bars = ax.bar(names, values, color=["tab:red" if n.startswith("yadtq") else "tab:gray" for n in names])
         ax.bar_label(bars, fmt="%.0f" if key != "p50_ms" else "%.1f", fontsize=8)
         ax.set_title(title)
         if key == "p50_ms":
@@ -132,24 +137,25 @@ def main() -> None:
     args = parser.parse_args()
     peers = [s for s in args.systems.split(",") if s]
     work = prepare(args.anchors)
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in ["yadtq", *peers]}
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in [*YADTQ, *peers]}
     subprocess.run(["bash", "redis_ctl.sh", "start"], cwd=work, check=True, timeout=60)
     try:
         for rep in range(1, args.reps + 1):
-            order = ["yadtq", *peers]
+            order = [*YADTQ, *peers]
             shift = (rep - 1) % len(order)
             for name in order[shift:] + order[:shift]:
                 print(f"rep {rep}: {name}", file=sys.stderr)
                 load = os.getloadavg()[0]
-                result = run_yadtq(args.tasks) if name == "yadtq" else run_peer(work, name, rep, args.tasks)
+                result = run_yadtq(args.tasks, YADTQ[name]) if name in YADTQ else run_peer(work, name, rep, args.tasks)
                 # the 1-minute load average around the run: this machine's other work, for the record
                 result["load_avg"] = round((load + os.getloadavg()[0]) / 2, 2)
                 runs[name].append(result)
     finally:
         subprocess.run(["bash", "redis_ctl.sh", "stop"], cwd=work, check=False, timeout=60)
     medians = {name: {k: statistics.median(r[k] for r in rs) for k in METRICS} for name, rs in runs.items()}
-    for key in ("worker_rss_mb", "client_rss_mb"):
-        medians["yadtq"][key] = statistics.median(r[key] for r in runs["yadtq"])
+    for name in YADTQ:
+        for key in ("worker_rss_mb", "client_rss_mb"):
+            medians[name][key] = statistics.median(r[key] for r in runs[name])
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "compare.json").write_text(
         json.dumps({"tasks": args.tasks, "reps": args.reps, "medians": medians, "runs": runs}, indent=2) + "\n"

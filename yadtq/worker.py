@@ -60,6 +60,10 @@ POLL_MS = 100
 JOIN_WAIT = 10.0
 #: Pause after a Kafka error in the consumer loop (the broker restarting, say) before trying again.
 KAFKA_RETRY = 0.5
+#: How long a shared worker with no free slot holds its acknowledgements, in case a slot frees and
+#: they can ride on the next fetch: a short task's acknowledgement sent alone would make the fetch
+#: after it wait behind it (one request at a time per connection). Far below the lock's duration.
+ACK_LINGER = 0.02
 
 
 class Worker:
@@ -75,6 +79,7 @@ class Worker:
         self.dispatch = self.config.dispatch
         self._share: ShareConsumer | None = None
         self._renewed = time.monotonic()
+        self._acks_due: float | None = None  # when the held acknowledgements go alone (ACK_LINGER)
         #: Shared dispatch: the broker's delivery count of each record held, (partition, offset) ->
         #: count, for the heartbeat (``_beat``). Replaced, never changed in place, by the consumer thread.
         self._delivery_counts: dict[tuple[int, int], int] = {}
@@ -223,7 +228,8 @@ class Worker:
         broker, where any worker with a free slot can take it, not here behind a running task.
 
         With no room (or stopping) nothing is fetched: the thread sleeps until :attr:`nudge` (a task
-        ended, or ``AckLedger`` settled a record) or ``POLL_MS`` passes. Every ``share_lock / 3`` the
+        ended, or ``AckLedger`` settled a record) or ``POLL_MS`` passes; acknowledgements wait up to
+        ``ACK_LINGER`` for a fetch to ride on before they are sent alone. Every ``share_lock / 3`` the
         locks of the records still held are renewed, so a task longer than the lock keeps its record.
         """
         self.partitions = share.assignment
@@ -238,11 +244,21 @@ class Worker:
         room = (
             0 if self._stop.is_set() else min(self.runner.free() - self.runner.waiting(), len(self.runner.slots) - held)
         )
+        now = time.monotonic()
         if room <= 0:
-            share.flush()
-            if self.nudge.wait(POLL_MS / 1000):
+            sleep = POLL_MS / 1000
+            if not share.pending():
+                self._acks_due = None
+            elif self._acks_due is None or now < self._acks_due:
+                self._acks_due = self._acks_due or now + ACK_LINGER
+                sleep = self._acks_due - now
+            else:
+                share.flush()
+                self._acks_due = None
+            if self.nudge.wait(sleep):
                 self.nudge.clear()
             return
+        self._acks_due = None  # they go with this fetch
         records = share.poll(room, POLL_MS / 1000)
         for record in records:
             self.ledger.add(record.partition, record.offset)

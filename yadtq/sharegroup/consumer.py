@@ -278,7 +278,7 @@ class ShareConsumer:
 
     def flush(self) -> None:
         """Send pending acknowledgements now, without fetching (ShareAcknowledge)."""
-        if self._pending():
+        if self.pending():
             self._run(self._acknowledge_alone)
 
     def close(self, timeout: float = 5.0) -> None:
@@ -403,7 +403,8 @@ class ShareConsumer:
                 out[leader].append(p)
         return out
 
-    def _pending(self) -> bool:
+    def pending(self) -> bool:
+        """Whether acknowledgements are waiting to be sent."""
         with self._ack_lock:
             return any(self._acks.values())
 
