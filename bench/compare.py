@@ -122,7 +122,7 @@ def chart(medians: dict[str, dict[str, float]], path: Path) -> None:
         ax.set_title(title)
         if key == "p50_ms":
             ax.set_yscale("log")  # arq's 1 ms client poll on top of its 0.5 s worker poll dwarfs the rest
-        ax.tick_params(axis="x", rotation=30)
+        ax.set_xticks(range(len(names)), [n.replace(" ", "\n") for n in names])
     fig.suptitle("add(i, i), one submit call per task, 2 worker processes, median of the repetitions")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
