@@ -23,8 +23,8 @@ from kafka_alone import latency, percentiles
 from throughput import RESULTS, scratch
 
 from yadtq import Config, TaskStatus
-from yadtq.backend import Settlement
-from yadtq.executor import Executor
+from yadtq.store.backend import Settlement
+from yadtq.worker.executor import Executor
 
 
 def per_call(n: int, call: Callable[[int], Any]) -> float:

@@ -22,7 +22,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from yadtq import Client, Config, Worker
-from yadtq.broker import Broker
+from yadtq.transport.broker import Broker
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

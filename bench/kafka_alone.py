@@ -34,7 +34,7 @@ from cpu_budget import cpu_of, cpu_use, print_use, service_pid
 from throughput import RESULTS
 
 from yadtq import Config
-from yadtq.services import kafka_libs
+from yadtq.processes.services import kafka_libs
 
 JAVA_FLOOR = Path(__file__).resolve().parent / "KafkaFloor.java"
 PARTITIONS = 8

@@ -39,9 +39,10 @@ sys.path.insert(0, str(ROOT))
 
 from tqdm import tqdm  # noqa: E402
 
-from yadtq import Client, Config, Pool, ServiceUnavailable, services  # noqa: E402
-from yadtq.audit import audit, execution_counts  # noqa: E402
-from yadtq.client import TaskHandle  # noqa: E402
+from yadtq import Client, Config, Pool, ServiceUnavailable  # noqa: E402
+from yadtq.client.client import TaskHandle  # noqa: E402
+from yadtq.lab.audit import audit, execution_counts  # noqa: E402
+from yadtq.processes import services  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 #: Ports of the soak's own services, away from the defaults and from the tests' private ones.

@@ -31,7 +31,7 @@ from typing import Any
 from tqdm import tqdm
 
 from yadtq import Client, Config, Pool
-from yadtq.broker import Broker
+from yadtq.transport.broker import Broker
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

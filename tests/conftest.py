@@ -2,7 +2,7 @@
 
 Services: if Kafka and Redis already answer at the configured endpoints (``yadtq up`` was run, or
 ``YADTQ_KAFKA_BOOTSTRAP`` / ``YADTQ_REDIS_URL`` point somewhere), they are reused; otherwise the
-session starts them with :func:`yadtq.services.up` and stops them at the end. Each test gets its own
+session starts them with :func:`yadtq.processes.services.up` and stops them at the end. Each test gets its own
 namespace, so its topics, consumer group and keys are its own, and deletes them afterwards.
 """
 
@@ -19,13 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from yadtq import services
-from yadtq.backend import Backend
-from yadtq.broker import Broker
-from yadtq.client import Client, TaskHandle
-from yadtq.config import Config
-from yadtq.errors import ServiceUnavailable
-from yadtq.pool import Pool
+from yadtq.client.client import Client, TaskHandle
+from yadtq.core.config import Config
+from yadtq.core.errors import ServiceUnavailable
+from yadtq.processes import services
+from yadtq.processes.pool import Pool
+from yadtq.store.backend import Backend
+from yadtq.transport.broker import Broker
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Worker settings for tests: fast heartbeats so failure detection takes about a second.

@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import ROOT
 from yadtq import Client
-from yadtq.config import Config
+from yadtq.core.config import Config
 
 pytestmark = pytest.mark.services
 

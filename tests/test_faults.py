@@ -3,7 +3,7 @@
 Tests that stop a service do it to this session's private Kafka and Redis (the ``private_services``
 fixture), never to the shared ones other programs on the machine are using.
 
-Each run is audited from what Redis recorded (:mod:`yadtq.audit`): every task must end ``success``
+Each run is audited from what Redis recorded (:mod:`yadtq.lab.audit`): every task must end ``success``
 with the right result, none may be finished twice. The figures of the last run are written to
 ``build/fault-suite.json`` (docs/reliability.md quotes them).
 """
@@ -17,10 +17,11 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from tests.conftest import ROOT, live_workers, submit_until_accepted
-from yadtq import Client, ServiceUnavailable, services
-from yadtq.audit import Audit, audit
-from yadtq.config import Config
-from yadtq.pool import Pool
+from yadtq import Client, ServiceUnavailable
+from yadtq.core.config import Config
+from yadtq.lab.audit import Audit, audit
+from yadtq.processes import services
+from yadtq.processes.pool import Pool
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 FIGURES = ROOT / "build" / "fault-suite.json"

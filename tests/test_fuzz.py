@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 from kafka import KafkaProducer
 
 from yadtq import Client, InvalidTask
-from yadtq.config import Config
-from yadtq.errors import MalformedMessage
-from yadtq.ops import registry
-from yadtq.pool import Pool
-from yadtq.task import TaskMessage
+from yadtq.core.config import Config
+from yadtq.core.errors import MalformedMessage
+from yadtq.core.ops import registry
+from yadtq.core.task import TaskMessage
+from yadtq.processes.pool import Pool
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 

@@ -12,9 +12,9 @@ from kafka import KafkaProducer
 
 from tests.conftest import cli, live_workers
 from yadtq import BadArguments, Client, TaskFailed, TaskStatus, TaskTimeout, UnknownOperation, UnknownTask
-from yadtq.backend import Backend
-from yadtq.config import Config
-from yadtq.pool import Pool
+from yadtq.core.config import Config
+from yadtq.processes.pool import Pool
+from yadtq.store.backend import Backend
 
 pytestmark = pytest.mark.services
 

@@ -16,11 +16,11 @@ import pytest
 
 from tests.conftest import live_workers, record_figures
 from yadtq import Client
-from yadtq.audit import audit, execution_counts
-from yadtq.client import TaskHandle
-from yadtq.config import Config
+from yadtq.client.client import TaskHandle
+from yadtq.core.config import Config
+from yadtq.lab.audit import audit, execution_counts
 from yadtq.lab.probe import exec_key
-from yadtq.pool import Pool
+from yadtq.processes.pool import Pool
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 #: The test operations and the execution-counting probe.
@@ -207,8 +207,8 @@ def test_the_audit_sees_what_the_queue_records_cannot(make_config) -> None:
     both of which the queue's own records hide (no worker is involved: the records are written as
     the scripts would write them)."""
     config: Config = make_config(imports=PROBE)
-    from yadtq.backend import Backend
-    from yadtq.task import TaskMessage, TaskStatus
+    from yadtq.core.task import TaskMessage, TaskStatus
+    from yadtq.store.backend import Backend
 
     backend = Backend(config)
     ids = []

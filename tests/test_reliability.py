@@ -13,10 +13,10 @@ from kafka import KafkaProducer
 
 from tests.conftest import cli, live_workers
 from yadtq import BadArguments, Client, NotCancellable, TaskFailed, TaskStatus
-from yadtq.broker import Broker
-from yadtq.config import Config
-from yadtq.pool import Pool
-from yadtq.task import TaskMessage
+from yadtq.core.config import Config
+from yadtq.core.task import TaskMessage
+from yadtq.processes.pool import Pool
+from yadtq.transport.broker import Broker
 
 pytestmark = pytest.mark.services
 

@@ -28,11 +28,12 @@ from kafka import KafkaConsumer, TopicPartition
 
 from tests.conftest import live_workers, record_figures, submit_until_accepted
 from tests.ops_fixture import executions_key
-from yadtq import Client, ServiceUnavailable, services
-from yadtq.audit import Audit, audit, execution_counts
-from yadtq.client import OVERDUE_AFTER
-from yadtq.config import Config
-from yadtq.pool import Pool
+from yadtq import Client, ServiceUnavailable
+from yadtq.client.client import OVERDUE_AFTER
+from yadtq.core.config import Config
+from yadtq.lab.audit import Audit, audit, execution_counts
+from yadtq.processes import services
+from yadtq.processes.pool import Pool
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 PROBE = ("tests.ops_fixture", "yadtq.lab.probe")

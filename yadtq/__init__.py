@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from yadtq._lazy import lazy_attributes
-from yadtq.config import Config
-from yadtq.errors import (
+from yadtq.core._lazy import lazy_attributes
+from yadtq.core.config import Config
+from yadtq.core.errors import (
     AmbiguousTask,
     BadArguments,
     InvalidTask,
@@ -27,24 +27,24 @@ from yadtq.errors import (
     UnknownTask,
     YadtqError,
 )
-from yadtq.ops import operation, registry
-from yadtq.task import TaskMessage, TaskStatus
+from yadtq.core.ops import operation, registry
+from yadtq.core.task import TaskMessage, TaskStatus
 
 if TYPE_CHECKING:
-    from yadtq.client import Client, TaskHandle
-    from yadtq.events import EventStream, Hooks
-    from yadtq.pool import Pool
-    from yadtq.worker import Worker
+    from yadtq.client.client import Client, TaskHandle
+    from yadtq.processes.pool import Pool
+    from yadtq.worker.events import EventStream, Hooks
+    from yadtq.worker.worker import Worker
 
 #: Imported on first use: the executor process that runs tasks imports this package too, and needs
 #: neither Kafka nor Redis clients (keeps a worker's memory down).
 _LAZY = {
-    "Client": "yadtq.client",
-    "TaskHandle": "yadtq.client",
-    "EventStream": "yadtq.events",
-    "Hooks": "yadtq.events",
-    "Pool": "yadtq.pool",
-    "Worker": "yadtq.worker",
+    "Client": "yadtq.client.client",
+    "TaskHandle": "yadtq.client.client",
+    "EventStream": "yadtq.worker.events",
+    "Hooks": "yadtq.worker.events",
+    "Pool": "yadtq.processes.pool",
+    "Worker": "yadtq.worker.worker",
 }
 
 

@@ -1,3 +1,3 @@
-from yadtq.cli import main
+from yadtq.frontends.cli import main
 
 raise SystemExit(main())

@@ -8,7 +8,7 @@ import org.apache.kafka.clients.consumer.ConsumerRecords;
 import org.apache.kafka.clients.consumer.KafkaShareConsumer;
 
 /**
- * Kafka's own share consumer, for tests/test_sharegroup_interop.py: one member of a share group
+ * Kafka's own share consumer, for tests/transport/test_sharegroup_interop.py: one member of a share group
  * that prints the value of every record it receives (one per line, nothing else on stdout),
  * acknowledges each with ACCEPT, and exits once nothing has arrived for {@code idleMs} after its
  * last record (or {@code firstMs} after its start while none came), and after {@code maxMs} anyway.

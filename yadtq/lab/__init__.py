@@ -13,6 +13,8 @@
   the three delivery semantics).
 - :mod:`~yadtq.lab.detection`: failure detection, modelled (heartbeat interval and timeout against
   pauses) and as a real fault schedule.
+- :mod:`~yadtq.lab.audit`: was anything lost, run twice or finished twice? (also for the
+  reliability tests and the benchmarks)
 - :mod:`~yadtq.lab.commands`: ``yadtq lab ...``.
 
 Nothing is imported until it is used: ``yadtq`` builds its command line (``yadtq lab ...``
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from yadtq._lazy import lazy_attributes
+from yadtq.core._lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from yadtq.lab.result import Result

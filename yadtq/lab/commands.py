@@ -1,6 +1,6 @@
-"""``yadtq lab ...``: the lab from the terminal. The parser lives here so that ``yadtq.cli`` only
+"""``yadtq lab ...``: the lab from the terminal. The parser lives here so that ``yadtq.frontends.cli`` only
 hooks it in; every command is a call into the lab's modules, and mistakes are :class:`SpecError`
-(one line, exit code 2, through ``yadtq.cli``'s error mapping)."""
+(one line, exit code 2, through ``yadtq.frontends.cli``'s error mapping)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from yadtq.config import Config
+from yadtq.core.config import Config
 
 if TYPE_CHECKING:
     from yadtq.lab.spec import Experiment

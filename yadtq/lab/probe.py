@@ -3,7 +3,7 @@
 A task's record in Redis says what the queue *believes* happened (attempts, final status). To test
 delivery guarantees that belief cannot be the evidence, so ``lab.work`` keeps its own count: each
 time it starts executing it increments ``NS:lab:exec:<token>`` (a key of the run's namespace, so
-:meth:`~yadtq.backend.Backend.purge` removes it) with a plain ``INCR``, outside the queue's Lua
+:meth:`~yadtq.store.backend.Backend.purge` removes it) with a plain ``INCR``, outside the queue's Lua
 state machine. Then it sleeps, so the service time does not depend on how busy the CPU is, and at
 the end increments ``NS:lab:done:<token>``: the task's *effect*, like an e-mail sent at the end of a
 real task. The two counts tell a restart (an execution cut short by a crash and run again: started
@@ -21,9 +21,9 @@ from functools import cache
 
 import redis
 
-from yadtq.config import Config
-from yadtq.errors import BadArguments
-from yadtq.ops import MAX_SLEEP, operation
+from yadtq.core.config import Config
+from yadtq.core.errors import BadArguments
+from yadtq.core.ops import MAX_SLEEP, operation
 
 OPERATION = "lab.work"
 

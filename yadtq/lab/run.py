@@ -1,7 +1,7 @@
 """The experiment on real workers, Kafka and Redis: an open-loop load, faults on cue, and an audit.
 
 A run gets a namespace of its own (its topics, groups and keys), starts the spec's worker processes
-with :class:`~yadtq.pool.Pool` (in a share group for ``shared`` dispatch, in a consumer group for
+with :class:`~yadtq.processes.pool.Pool` (in a share group for ``shared`` dispatch, in a consumer group for
 ``partitioned`` and ``pooled``), waits until they are up (and, in a consumer group, until it has
 dealt out every partition), and then sends each task at its scheduled time. The generator is **open
 loop**: it never waits for a task to finish before sending the next, as real clients do not, and a
@@ -31,17 +31,17 @@ from typing import Any
 
 import pandas as pd
 
-from yadtq.backend import Backend
-from yadtq.broker import Broker
-from yadtq.client import Client
-from yadtq.config import Config
-from yadtq.errors import ServiceUnavailable, TaskTimeout, YadtqError
+from yadtq.client.client import Client
+from yadtq.core.config import Config
+from yadtq.core.errors import ServiceUnavailable, TaskTimeout, YadtqError
 from yadtq.lab.probe import OPERATION, done_key, exec_key
 from yadtq.lab.result import Result
 from yadtq.lab.simulate import dispatch_overhead, replay
 from yadtq.lab.spec import Experiment, Fault
-from yadtq.monitor import owned
-from yadtq.pool import Pool
+from yadtq.monitoring.monitor import owned
+from yadtq.processes.pool import Pool
+from yadtq.store.backend import Backend
+from yadtq.transport.broker import Broker
 
 #: Seconds between the end of set-up and the first scheduled arrival, so the first tasks are on time.
 LEAD = 0.3
@@ -602,6 +602,4 @@ class _Deaths:
         return list(self.events)
 
 
-from yadtq.lab.sweep import sweep  # noqa: E402 - re-exported: ``from yadtq.lab.run import run, sweep``
-
-__all__ = ["RunError", "audit_table", "detection", "run", "sweep", "worker_config"]
+__all__ = ["RunError", "audit_table", "detection", "run", "worker_config"]

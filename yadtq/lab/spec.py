@@ -6,7 +6,7 @@ the theory, the simulation and the real run of one spec all see the *same* tasks
 and a sweep that changes only the arrival rate keeps the service times (common random numbers: the
 difference between two runs is the change, not the luck of the draw).
 
-Refusals are :class:`SpecError`, a :class:`~yadtq.errors.ConfigError`, so the CLI reports them in
+Refusals are :class:`SpecError`, a :class:`~yadtq.core.errors.ConfigError`, so the CLI reports them in
 one line with exit code 2.
 
 **Overload rule.** A queue whose busiest worker is loaded at ρ ≥ 1 never settles, and a real run
@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from yadtq.errors import ConfigError
+from yadtq.core.errors import ConfigError
 
 ARRIVALS = ("poisson", "constant", "bursts")
 SERVICES = ("constant", "exponential", "list", "sequence")

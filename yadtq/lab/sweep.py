@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from yadtq.config import Config
+from yadtq.core.config import Config
 from yadtq.lab.spec import Experiment, SpecError
 from yadtq.lab.theory import predict
 
