@@ -121,6 +121,12 @@ class Config:
     #: Redis but has stopped listing in its heartbeats. Off, Kafka's redelivery after the session
     #: timeout is the only recovery path; the tests turn it off to prove that path alone.
     reaper: bool = True
+    #: Seconds a ``queued`` task may go unclaimed before the reconciliation asks Kafka about it: once
+    #: the workers' group has consumed (committed, or acknowledged in the share group) everything
+    #: appended to every partition up to that many seconds after the task was queued, its message
+    #: was consumed and it never ran (a lost delivery), and a worker publishes it again. Longer than
+    #: ``submit_timeout``, the longest a message can be on its way to the broker. 0: off.
+    lost_after: float = 60.0
     #: ``yadtq up`` starts Kafka with a SASL_PLAINTEXT listener (PLAIN, one user: the
     #: ``kafka_sasl_*`` settings, which clients and workers also use) and Redis with the default
     #: user off and one ACL user, ``redis_username`` with ``redis_password``.
@@ -242,6 +248,8 @@ class Config:
         if self.worker_retention <= self.heartbeat_timeout:
             # shorter would remove a live worker's record between two of its heartbeats
             raise ConfigError("worker_retention must be longer than heartbeat_timeout")
+        if self.lost_after and self.lost_after <= self.submit_timeout:
+            raise ConfigError("lost_after must be longer than submit_timeout (or 0: no reconciliation)")
         if self.time_limit <= 0 or self.submit_timeout <= 0:
             raise ConfigError("time_limit and submit_timeout must be positive")
         if self.max_retries < 0:

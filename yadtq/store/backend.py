@@ -338,6 +338,23 @@ class Backend:
         return list(self._run("due", time.time(), lease))
 
     @guarded
+    def stale_queued(self, cutoff: float, count: int = 1000) -> list[tuple[str, str]]:
+        """``(id, updated_at)`` of tasks ``queued`` since before ``cutoff`` (scripts.STALE)."""
+        flat = self._run("stale", cutoff, count)
+        return list(zip(flat[::2], flat[1::2], strict=True))
+
+    @guarded
+    def republish(self, task_id: str, updated_at: str, note: str) -> str | None:
+        """The message of a task still ``queued`` as of ``updated_at``, its history noting why it goes
+        out again; None if a worker claimed it meanwhile (scripts.REPUBLISH)."""
+        return self._run("republish", task_id, updated_at, time.time(), note) or None
+
+    @guarded
+    def take_turn(self, name: str, seconds: float) -> bool:
+        """Whether this worker reconciles now: one worker per ``seconds``, whichever asks first."""
+        return bool(self.redis.set(self.keys.reconciling, name, nx=True, px=max(1, int(seconds * 1000))))
+
+    @guarded
     def prune_index(self, count: int = 500) -> int:
         """Drop ids of expired tasks from the task index (see scripts.PRUNE); returns how many."""
         if self.config.result_ttl <= 0:

@@ -32,6 +32,17 @@ class Keys:
         return f"{self.namespace}:tasks"
 
     @property
+    def reconciled(self) -> str:
+        """String: the submission time before which every task is final; where the reconciliation's
+        next scan of the task index begins (``worker/reconcile.py``)."""
+        return f"{self.namespace}:reconciled"
+
+    @property
+    def reconciling(self) -> str:
+        """String with an expiry: the worker whose turn it is to reconcile, one per ``lost_after / 2``."""
+        return f"{self.namespace}:reconciling"
+
+    @property
     def running(self) -> str:
         """Hash: task id -> worker name, for every task in ``processing``; what the reaper scans."""
         return f"{self.namespace}:running"

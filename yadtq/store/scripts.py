@@ -364,6 +364,45 @@ end
 return gone
 """
 
+#: ARGV: ns, cutoff, count -> flat list of id, updated_at for ``queued`` tasks queued before ``cutoff``
+#: The reconciliation's candidates (see ``worker/reconcile.py``): tasks that have waited ``lost_after``
+#: without a claim. It scans the task index from ``NS:reconciled``, the submission time before which
+#: every task has reached a final state, and moves that mark up to the first task that has not (or to
+#: the last one looked at), so each pass reads only the tasks still in play, ``count`` at most.
+STALE = """
+local ns, cutoff, count = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local mark = ns .. ':reconciled'
+local from = redis.call('GET', mark) or '-inf'
+local scanned = redis.call('ZRANGEBYSCORE', ns .. ':tasks', from, cutoff, 'WITHSCORES', 'LIMIT', 0, count)
+local out = {}
+local settled_to = nil
+local open = false
+for i = 1, #scanned, 2 do
+  local id, score = scanned[i], scanned[i + 1]
+  local st = redis.call('HMGET', ns .. ':task:' .. id, 'status', 'updated_at')
+  local final = st[1] == false or st[1] == 'success' or st[1] == 'failed' or st[1] == 'cancelled'
+  if not final then open = true end
+  if not open then settled_to = score end
+  if st[1] == 'queued' and tonumber(st[2]) <= cutoff then
+    table.insert(out, id)
+    table.insert(out, st[2])
+  end
+end
+if settled_to then redis.call('SET', mark, settled_to) end
+return out
+"""
+
+#: ARGV: ns, id, updated_at, now, note -> the task's message to publish again, or false
+#: The task is still ``queued`` as it was when the reconciliation looked (same ``updated_at``): no
+#: worker claimed it meanwhile. It stays ``queued``, with the reason in its history.
+REPUBLISH = """
+local ns, id = ARGV[1], ARGV[2]
+local st = redis.call('HMGET', ns .. ':task:' .. id, 'status', 'updated_at', 'attempts', 'message')
+if st[1] ~= 'queued' or st[2] ~= ARGV[3] or not st[4] then return false end
+transition(ns, id, 'queued', ARGV[4], nil, st[3], ARGV[5], nil)
+return st[4]
+"""
+
 SCRIPTS = {
     name: _PRELUDE + source
     for name, source in {
@@ -379,5 +418,7 @@ SCRIPTS = {
         "reap": REAP,
         "due": DUE,
         "prune": PRUNE,
+        "stale": STALE,
+        "republish": REPUBLISH,
     }.items()
 }

@@ -159,17 +159,42 @@ class Broker:
         with self._admin(5_000) as admin:
             if self.shared_dispatch():
                 lags = share_admin.start_offsets(admin, self.config.share_group_id, self.config.task_topic)
-                ends = admin.list_partition_offsets(
-                    {TopicPartition(self.config.task_topic, p): OffsetSpec.LATEST for p in lags}, timeout_ms=5_000
-                )
-                return sum(
-                    ends[TopicPartition(self.config.task_topic, p)].offset - max(lag, 0)
-                    for p, (_s, lag) in lags.items()
-                )
-            offsets = admin.list_group_offsets(self.config.group_id).get(self.config.group_id, {})
-        return sum(
-            meta.offset for tp, meta in offsets.items() if tp.topic == self.config.task_topic and meta.offset > 0
+                ends = self._offsets(admin, {p: OffsetSpec.LATEST for p in lags})
+                return sum(ends[p] - max(lag, 0) for p, (_s, lag) in lags.items())
+            return sum(self._committed(admin).values())
+
+    def consumed_through(self, at: float) -> bool:
+        """Whether the workers are done with every message appended to the task topic before ``at``
+        (Unix time, already past by more than any message's time in flight): on each partition, the
+        first offset stamped ``at`` or later (or the end, if none is) is at or below the group's
+        committed offset, or what the share group has acknowledged. A message sent before ``at``
+        has been appended by then, so it lies below."""
+        with self._admin(5_000) as admin:
+            partitions = admin.describe_topics([self.config.task_topic])[0]["partitions"]
+            ids = [part["partition_index"] for part in partitions]
+            stamped = self._offsets(admin, {p: int(at * 1000) for p in ids})
+            ends = self._offsets(admin, {p: OffsetSpec.LATEST for p in ids})
+            if self.shared_dispatch():
+                # The broker moves its stored start offset lazily (it read 0 with every record
+                # acknowledged), but its lag counts the records not yet acknowledged: the end less
+                # that is what the group is done with.
+                starts = share_admin.start_offsets(admin, self.config.share_group_id, self.config.task_topic)
+                done = {p: ends[p] - lag if lag >= 0 else start for p, (start, lag) in starts.items()}
+            else:
+                done = self._committed(admin)
+        return all(done.get(p, 0) >= (stamped[p] if stamped[p] >= 0 else ends[p]) for p in ids)
+
+    def _committed(self, admin: KafkaAdminClient) -> dict[int, int]:
+        offsets = admin.list_group_offsets(self.config.group_id).get(self.config.group_id, {})
+        topic = self.config.task_topic
+        return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset > 0}
+
+    def _offsets(self, admin: KafkaAdminClient, specs: dict[int, Any]) -> dict[int, int]:
+        """ListOffsets on the task topic's partitions: -1 where no offset matches a timestamp."""
+        found = admin.list_partition_offsets(
+            {TopicPartition(self.config.task_topic, p): spec for p, spec in specs.items()}, timeout_ms=5_000
         )
+        return {tp.partition: answer.offset for tp, answer in found.items()}
 
     def group_members(self) -> set[str] | None:
         """Client ids (worker names) in the worker group once settled (an empty group counts as settled);

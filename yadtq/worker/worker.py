@@ -49,6 +49,7 @@ from yadtq.transport.broker import Broker, commit, request_rejoin
 from yadtq.transport.ledger import AckLedger, OffsetLedger
 from yadtq.transport.sharegroup import ShareConsumer, ShareGroupError
 from yadtq.worker.events import Hooks, emit
+from yadtq.worker.reconcile import reconcile
 from yadtq.worker.runner import Delivery, Runner, persist
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,8 @@ class Worker:
         self.started_at = time.time()
         self._stop = threading.Event()
         self._beating = threading.Event()
+        self._reconciler: threading.Thread | None = None
+        self._next_turn = time.monotonic()  # when to ask for the next turn to reconcile
         self._consumer: KafkaConsumer | None = None
         self._unassigned_since: float | None = None
         self._paused = False
@@ -476,6 +479,7 @@ class Worker:
                 if self.config.reaper and time.monotonic() - beating_since > self.config.heartbeat_timeout:
                     self._requeue(self.backend.reap(), "requeued from a dead worker", "Kafka redelivers it")
                 self._requeue(self.backend.due_retries(), "retry", "its lease hands it out again")
+                self._maybe_reconcile()
                 self.backend.prune_index()
                 emit(self.hooks, "heartbeat", self)
                 warned = False
@@ -484,6 +488,29 @@ class Worker:
                 if not warned:
                     log.warning("%s: heartbeat failed: %s", self.name, exc)
                     warned = True
+
+    def _maybe_reconcile(self) -> None:
+        """Every ``lost_after / 2``, one live worker (whichever asks first) looks for lost deliveries
+        (``reconcile.py``), in a thread of its own: it asks Kafka, which may take seconds, and the
+        heartbeat must not wait for that."""
+        period = self.config.lost_after / 2
+        if not period or time.monotonic() < self._next_turn or self._stop.is_set():
+            return
+        self._next_turn = time.monotonic() + period
+        busy = self._reconciler is not None and self._reconciler.is_alive()
+        if busy or not self.backend.take_turn(self.name, period):
+            return
+        self._reconciler = threading.Thread(target=self._reconcile, name="yadtq-reconcile", daemon=True)
+        self._reconciler.start()
+
+    def _reconcile(self) -> None:
+        try:
+            lost = reconcile(self.backend, self.broker, self.config.lost_after)
+            self._requeue(lost, "republished the lost delivery of", "the next reconciliation finds it again")
+        except (ServiceUnavailable, KafkaError) as exc:
+            log.warning("%s: reconciliation: %s; the next turn tries again", self.name, exc)
+        except Exception:  # a defect here must not end the worker, nor go unnoticed
+            log.exception("%s: reconciliation failed; the next turn tries again", self.name)
 
     def _requeue(self, messages: list[str], why: str, fallback: str) -> None:
         """Publish messages again, onto one of our own partitions: a dead worker's partitions are not

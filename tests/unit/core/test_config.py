@@ -56,6 +56,7 @@ def test_a_config_crosses_into_a_child_process_through_the_environment(tmp_path:
         ({"YADTQ_NAMESPACE": "a:b"}, "namespace"),
         ({"YADTQ_HEARTBEAT_TIMEOUT": "0.5"}, "heartbeat_timeout must be longer"),
         ({"YADTQ_WORKER_RETENTION": "2"}, "worker_retention must be longer than heartbeat_timeout"),
+        ({"YADTQ_LOST_AFTER": "5"}, "lost_after must be longer than submit_timeout"),
         ({"YADTQ_WORKER_RETENTION": "soon"}, "YADTQ_WORKER_RETENTION='soon' is not a valid float"),
     ],
 )
