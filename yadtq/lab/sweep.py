@@ -66,6 +66,8 @@ def _row(spec: Experiment, measure: bool, config: Config | None, progress: bool)
 
         measured = run(spec, config=config, progress=progress).summary
         row.update({f"measured_{m}": measured[m] for m in METRICS})
+        # L counted while the run went on, against λ·W from the tasks' records: Little's law as a check
+        row["measured_sampled_in_system"] = measured["sampled_in_system"]
         row["measured_littles_error"] = measured["littles_error"]
         row["measured_lateness_max"] = measured["lateness_max"]
         row["measured_service_mean"] = measured["service_mean"]
