@@ -3,9 +3,9 @@
 The columns put the answers side by side with the same metric names, so the question a class asks
 ("how far is the formula from what we measured, and why?") is one subtraction: ``measured_*`` (real
 run), ``simulated_*`` (SimPy) and ``theory_*`` (the formula), all three for the spec's own dispatch;
-and, whatever that is, both models for comparison: ``mmc_*`` (M/M/c, or M/G/c approximately: one
-queue for every slot, as shared and pooled dispatch have) and ``partitioned_*`` (an M/G/1 queue per
-worker, as partitioned dispatch has).
+and, whatever that is, both models for comparison: ``mmc_*`` (M/M/c, M/D/c for constant tasks, or
+M/G/c approximately: one queue for every slot, as shared and pooled dispatch have) and
+``partitioned_*`` (an M/G/1 queue per worker, as partitioned dispatch has).
 """
 
 from __future__ import annotations

@@ -152,7 +152,9 @@ def lee_longton(arrival_rate: float, service_rate: float, servers: int, scv: flo
     exponential service (scv = 1). Against the exact M/D/c wait (scv = 0, :func:`mdc`) it is *low*
     for ``c > 1``, and more so for more servers and a lighter load: −5.7 %, −12 % and −21 % for
     c = 2, 4 and 8 at ρ = 0.5; −1.6 %, −3.5 % and −5.9 % at ρ = 0.8 (long simulations agree with
-    :func:`mdc` to within 0.1 %)."""
+    :func:`mdc` to within 0.2 %). It is low for service times in between as well: with two equally
+    likely service times on 4 servers, simulated, 9 % (scv 0.25) and 8 % (scv 0.64) at ρ = 0.5, 2-3 %
+    at ρ = 0.8."""
     base = mmc(arrival_rate, service_rate, servers)
     wait = (1 + scv) / 2 * base.mean_wait
     return _prediction("M/G/c (approx.)", arrival_rate, service_rate, servers, base.utilisation, base.p_wait, wait)
