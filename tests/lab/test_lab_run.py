@@ -46,12 +46,17 @@ def test_a_measured_run_matches_its_replay_and_littles_law(base_config: Config) 
         f"ideal replay {s['replay_ideal_response_mean']:.4f}, {spec.dispatch} theory ({theory.model}) "
         f"{theory.mean_response:.4f}, partitioned {partitioned.mean_response:.4f}; "
         f"overhead {s['overhead_per_task'] * 1000:.1f} ms/task; "
-        f"Little {s['littles_error']:.3%}; lateness max {s['lateness_max'] * 1000:.0f} ms"
+        f"Little: L sampled {s['sampled_in_system']:.3f} ({s['littles_samples']} samples), "
+        f"λ·W {s['littles_lambda_w']:.3f}, {s['littles_error']:.2%} apart; "
+        f"lateness max {s['lateness_max'] * 1000:.0f} ms"
     )
     assert s["audit_tasks"] == 300
     assert s["audit_lost"] == 0 and s["audit_executed_more_than_once"] == 0 and s["audit_completed_once"] == 300
     assert (result.tasks["executions"] == 1).all() and (result.tasks["attempts"] == 1).all()
     assert set(result.tasks["worker"]) == {"worker-1", "worker-2"}
+    # Little's law: L counted every 25 ms during the run (tasks scheduled minus the probe's set of
+    # tasks gone), against λ·W from the tasks' records
+    assert result.samples is not None and s["littles_samples"] > 500
     assert s["littles_error"] < 0.05
     assert s["lateness_p99"] < 0.1, "the load generator fell behind; the figures would not be open-loop"
     assert 0 < s["overhead_per_task"] < 0.05

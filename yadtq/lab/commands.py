@@ -95,7 +95,11 @@ def run(spec: Experiment, config: Config, args: argparse.Namespace) -> int:
     )
     print(
         f"replay {s['replay_response_mean']:.4f} s  overhead {1000 * s['overhead_per_task']:.1f} ms/task  "
-        f"Little's law error {s['littles_error']:.2%}  generator late by up to {1000 * s['lateness_max']:.0f} ms"
+        f"generator late by up to {1000 * s['lateness_max']:.0f} ms"
+    )
+    print(
+        f"Little's law: L sampled {s['sampled_in_system']:.3f} tasks ({s['littles_samples']} samples), "
+        f"λ·W {s['littles_lambda_w']:.3f} tasks, {s['littles_error']:.2%} apart"
     )
     print(
         f"audit: lost {s['audit_lost']}  duplicated {s['audit_duplicated']}  restarted {s['audit_restarted']}  "

@@ -10,6 +10,11 @@ real task. The two counts tell a restart (an execution cut short by a crash and 
 twice, done once) from a duplicate (the effect happened twice: done twice), which is the difference
 between effectively-once and at-least-once delivery.
 
+In the same round trip as the second count, the token joins the set ``NS:lab:left``: the tasks whose
+work has ended. The lab runner reads its size while the run goes on, so it counts the tasks still in
+the system at that moment without using any time the queue recorded (Little's law's ``L``; see
+:mod:`yadtq.lab.run`). Warm-up tokens (:data:`WARM_UP`) stay out of it.
+
 Workers load this module through ``Config.imports`` (``YADTQ_IMPORTS=yadtq.lab.probe``); the
 executor process finds Redis from the ``YADTQ_*`` variables it inherits from its worker.
 """
@@ -26,6 +31,8 @@ from yadtq.core.errors import BadArguments
 from yadtq.core.ops import MAX_SLEEP, operation
 
 OPERATION = "lab.work"
+#: Tokens of the runner's warm-up tasks begin with this; they are not part of the measured load.
+WARM_UP = "warm-up-"
 
 
 def exec_key(namespace: str, token: str) -> str:
@@ -36,6 +43,12 @@ def exec_key(namespace: str, token: str) -> str:
 def done_key(namespace: str, token: str) -> str:
     """Executions that ran to their end under ``token``."""
     return f"{namespace}:lab:done:{token}"
+
+
+def left_key(namespace: str) -> str:
+    """The set of measured tokens with an execution that ran to its end: its size is the number of
+    the run's tasks that have left the system."""
+    return f"{namespace}:lab:left"
 
 
 @cache
@@ -57,10 +70,15 @@ def _limits(seconds: float, token: str) -> None:
 
 @operation(name=OPERATION, limits=_limits)
 def work(seconds: float, token: str) -> int:
-    """Count this execution under ``token``, sleep ``seconds``, count it as done; returns the count of
-    executions started so far."""
+    """Count this execution under ``token``, sleep ``seconds``, count it as done (and, unless it is a
+    warm-up, add the token to the tasks that have left); returns the count of executions started so
+    far."""
     client, namespace = _connection()
     count = int(client.incr(exec_key(namespace, token)))
     time.sleep(seconds)
-    client.incr(done_key(namespace, token))
+    pipe = client.pipeline(transaction=False)
+    pipe.incr(done_key(namespace, token))
+    if not token.startswith(WARM_UP):
+        pipe.sadd(left_key(namespace), token)
+    pipe.execute()
     return count

@@ -50,6 +50,10 @@ class Result:
     beats: pd.DataFrame | None = None
     #: A real run's faults with their detection latency and recovery time (see ``run.detection``).
     faults: pd.DataFrame | None = None
+    #: A real run's count of tasks in the system, sampled while it ran (``at``, seconds from the first
+    #: arrival; ``arrived``, ``departed``, ``in_system``): the ``L`` of Little's law, measured apart
+    #: from the task table (see :func:`littles_law`).
+    samples: pd.DataFrame | None = None
 
     @classmethod
     def build(
@@ -59,9 +63,11 @@ class Result:
         source: str,
         extra: dict[str, Any] | None = None,
         slots: int | None = None,
+        samples: pd.DataFrame | None = None,
     ) -> Result:
         """Fill in the derived columns and compute the summary; ``slots`` per worker (default: the
-        experiment's) turns a worker's busy time into a utilisation between 0 and 1."""
+        experiment's) turns a worker's busy time into a utilisation between 0 and 1; ``samples``
+        (a real run's counts of tasks in the system, see :attr:`samples`) make Little's law a check."""
         frame = tasks.reindex(columns=COLUMNS).copy()
         frame["wait"] = frame["started"] - frame["scheduled"]
         frame["service"] = frame["finished"] - frame["started"]
@@ -69,18 +75,18 @@ class Result:
         extra = dict(extra or {})
         if slots is None:
             slots = experiment.slots if experiment is not None else 1
-        summary = summarise(frame, slots)
+        summary = summarise(frame, slots, samples)
         summary["source"] = source
         summary.update(extra)
-        return cls(frame, summary, experiment, source, extra)
+        return cls(frame, summary, experiment, source, extra, samples=samples)
 
     def save(self, directory: str | Path) -> Path:
         """``tasks.csv``, ``summary.json`` and ``experiment.json`` in ``directory`` (no pickle), and
-        for a real run ``beats.csv`` and ``faults.csv``."""
+        for a real run ``beats.csv``, ``faults.csv`` and ``samples.csv``."""
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         self.tasks.to_csv(out / "tasks.csv", index=False)
-        for name, table in (("beats", self.beats), ("faults", self.faults)):
+        for name, table in (("beats", self.beats), ("faults", self.faults), ("samples", self.samples)):
             if table is not None:
                 table.to_csv(out / f"{name}.csv", index=False)
         (out / "summary.json").write_text(json.dumps(_jsonable(self.summary), indent=2) + "\n")
@@ -95,8 +101,9 @@ class Result:
         summary = json.loads((src / "summary.json").read_text())
         spec = src / "experiment.json"
         experiment = Experiment.load(spec) if spec.exists() else None
-        beats, faults = (_table(src / f"{name}.csv") for name in ("beats", "faults"))
-        return cls(tasks, summary, experiment, summary.get("source", "run"), beats=beats, faults=faults)
+        beats, faults, samples = (_table(src / f"{name}.csv") for name in ("beats", "faults", "samples"))
+        source = summary.get("source", "run")
+        return cls(tasks, summary, experiment, source, beats=beats, faults=faults, samples=samples)
 
     def __repr__(self) -> str:
         s = self.summary
@@ -106,16 +113,9 @@ class Result:
         )
 
 
-def summarise(tasks: pd.DataFrame, slots: int = 1) -> dict[str, Any]:
+def summarise(tasks: pd.DataFrame, slots: int = 1, samples: pd.DataFrame | None = None) -> dict[str, Any]:
     """Throughput, wait and response statistics, utilisation per worker (busy slot-time over
-    ``slots`` times the span), and Little's law.
-
-    Little's law is checked over the arrival period ``[first, last scheduled]``: ``L`` is the
-    time-average number of tasks in the system over that window (from each task's overlap with it),
-    ``λ`` the arrival rate in it and ``W`` the mean response time. They agree only if the recorded
-    times are consistent and the window is long compared with a response time, so the relative error
-    is a real check on a run, not an identity.
-    """
+    ``slots`` times the span), and Little's law (:func:`littles_law`, a check only with ``samples``)."""
     done = tasks[tasks["finished"].notna()]
     n = len(tasks)
     first = float(tasks["scheduled"].min()) if n else 0.0
@@ -136,34 +136,79 @@ def summarise(tasks: pd.DataFrame, slots: int = 1) -> dict[str, Any]:
     busy = done.groupby("worker")["service"].sum() / (span * slots)
     out["utilisation"] = {str(k): float(v) for k, v in busy.sort_index().items()}
     out["utilisation_mean"] = float(busy.mean()) if len(busy) else 0.0
-    out.update(littles_law(tasks, first, last_arrival))
+    out.update(littles_law(tasks, first, last_arrival, samples))
     return out
 
 
-def littles_law(tasks: pd.DataFrame, start: float, stop: float) -> dict[str, float]:
+def littles_law(
+    tasks: pd.DataFrame, start: float, stop: float, samples: pd.DataFrame | None = None
+) -> dict[str, float]:
+    """Little's law ``L = λ·W`` over the arrival period ``[start, stop]``.
+
+    ``λ`` is the tasks scheduled in the window over its length, ``W`` the mean response time of the
+    finished tasks (``finished − scheduled``, from the task table).
+
+    ``mean_in_system`` is the time-average number of tasks in the system computed *from the same
+    table* (each task from its scheduled to its finished time). It is a figure, not evidence: both
+    it and ``λ·W`` are sums of the same ``finished − scheduled`` intervals, so they agree up to edge
+    effects whatever the recorded times are (with every finish time replaced by random noise, they
+    still agree within 0.2 %).
+
+    The check needs an ``L`` that does not come from the table: ``samples``, the number of tasks in
+    the system counted while the run went on (a real run's ``Result.samples``: the tasks scheduled
+    by then minus those whose work had ended, read from the probe's own set in Redis at that moment;
+    see :mod:`yadtq.lab.run`). ``sampled_in_system`` is their time average over the window (each
+    sample holding until the next), and ``littles_error = |sampled_in_system − λ·W| / λ·W``. Finish
+    times recorded wrong, or tasks that never finish, make it large. Without samples (a simulation,
+    a replay, whose counts could only be read from the table itself) there is no check:
+    ``sampled_in_system`` and ``littles_error`` are NaN.
+
+    Little's law relates means only: a change of the recorded times that keeps the mean response
+    time (swapping two tasks' finish times, say) passes it.
+    """
     window = stop - start
+    nothing = {
+        "mean_in_system": math.nan,
+        "arrival_rate": math.nan,
+        "littles_lambda_w": math.nan,
+        "sampled_in_system": math.nan,
+        "littles_samples": 0,
+        "littles_error": math.nan,
+    }
     if window <= 0:
-        return {
-            "mean_in_system": math.nan,
-            "arrival_rate": math.nan,
-            "littles_lambda_w": math.nan,
-            "littles_error": math.nan,
-        }
+        return nothing
     arrived = tasks["scheduled"].to_numpy(dtype=float)
     left = tasks["finished"].to_numpy(dtype=float)
     left = np.where(np.isnan(left), np.inf, left)  # never finished: in the system to the end
     overlap = np.clip(np.minimum(left, stop) - np.maximum(arrived, start), 0, None)
-    in_system = float(overlap.sum() / window)
     rate = len(arrived) / window
     response = tasks["response"].to_numpy(dtype=float)
     w = float(np.nanmean(response)) if np.isfinite(response).any() else math.nan
     lambda_w = rate * w
+    sampled, count = _sampled_mean(samples, start, stop)
     return {
-        "mean_in_system": in_system,
+        **nothing,
+        "mean_in_system": float(overlap.sum() / window),
         "arrival_rate": rate,
         "littles_lambda_w": lambda_w,
-        "littles_error": abs(in_system - lambda_w) / lambda_w if lambda_w else math.nan,
+        "sampled_in_system": sampled,
+        "littles_samples": count,
+        "littles_error": abs(sampled - lambda_w) / abs(lambda_w) if lambda_w and count else math.nan,
     }
+
+
+def _sampled_mean(samples: pd.DataFrame | None, start: float, stop: float) -> tuple[float, int]:
+    """The time average over ``[start, stop]`` of a sampled count (each sample holds until the next
+    one, the last until ``stop``), and how many samples fell in the window."""
+    if samples is None or not len(samples):
+        return math.nan, 0
+    inside = samples[(samples["at"] >= start) & (samples["at"] <= stop)].sort_values("at")
+    if len(inside) < 2:
+        return math.nan, len(inside)
+    at = inside["at"].to_numpy(dtype=float)
+    held = np.diff(np.append(at, stop))
+    value = inside["in_system"].to_numpy(dtype=float)
+    return float(np.sum(value * held) / np.sum(held)), len(inside)
 
 
 def _table(path: Path) -> pd.DataFrame | None:

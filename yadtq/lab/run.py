@@ -10,7 +10,14 @@ measured from the scheduled time, and how late the generator was is reported (``
 an overloaded laptop shows up as such instead of as a faster queue.
 
 Every task runs :func:`yadtq.lab.probe.work`, which counts its own executions (started and run to
-the end) in Redis; the audit is made from those counts, not from what the queue recorded. After the
+the end) in Redis; the audit is made from those counts, not from what the queue recorded.
+
+While the run goes on, a sampler counts the tasks in the system every :data:`SAMPLE_INTERVAL`: the
+tasks scheduled by then (from the plan) minus those whose work has ended (the size of the probe's
+set ``NS:lab:left``, one ``SCARD``, read at that moment). That is the ``L`` of Little's law measured
+on its own: it uses no time that the queue or the workers recorded, so comparing it with ``λ·W``,
+whose ``W`` comes from the tasks' records, is a check that finish times recorded wrong, or tasks
+that never finish, fail (:func:`yadtq.lab.result.littles_law`). After the
 drain, the workers' heartbeat histories and records are read back, so each fault can be given its
 detection latency (until the worker was declared dead, or said it stopped) and its recovery time
 (until the tasks it held finished elsewhere). Whatever happens, the workers are stopped and reaped,
@@ -29,12 +36,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from yadtq.client.client import Client
 from yadtq.core.config import Config
 from yadtq.core.errors import ServiceUnavailable, TaskTimeout, YadtqError
-from yadtq.lab.probe import OPERATION, done_key, exec_key
+from yadtq.lab.probe import OPERATION, WARM_UP, done_key, exec_key, left_key
 from yadtq.lab.result import Result
 from yadtq.lab.simulate import dispatch_overhead, replay
 from yadtq.lab.spec import Experiment, Fault
@@ -49,6 +57,9 @@ LEAD = 0.3
 WARM_UP_ROUND = 15.0
 #: Threads that submit; more than one so a slow acknowledgement does not delay the next arrival.
 SUBMITTERS = 4
+#: Seconds between two counts of the tasks in the system (Little's law's ``L``): a few per response
+#: time of the lab's loads, and one ``SCARD`` each.
+SAMPLE_INTERVAL = 0.025
 FINAL = ("success", "failed", "cancelled")
 
 
@@ -99,7 +110,11 @@ def run(
             services=schedule.services.tolist(),
             tokens=[f"{i:07d}" for i in range(len(schedule))],
         )
-        ids, faults, submit_errors = _drive(client, pool, experiment, plan, progress, drain_timeout)
+        sampler = _Sampler(client, plan)
+        try:
+            ids, faults, submit_errors = _drive(client, pool, experiment, plan, progress, drain_timeout)
+        finally:
+            samples = sampler.close()
         frame = _frame(client, plan, ids)
         beats, workers = _timeline(client, plan.t0)
         died = [(name, at - plan.t0) for name, at in deaths.close()]
@@ -111,7 +126,7 @@ def run(
             # the heartbeat script's own count of "declared dead, then heartbeated again"
             "workers_revived": {str(k): int(v) for k, v in workers["revived"].items()} if len(workers) else {},
         }
-        result = Result.build(frame, experiment, "run", extra)
+        result = Result.build(frame, experiment, "run", extra, samples=samples)
         result.beats = beats
         held = _holders(client, frame, faults, plan.t0)
         result.faults = detection(faults, died, workers, beats, frame, held, experiment.heartbeat_interval)
@@ -203,7 +218,7 @@ def _warm_up(client: Client, experiment: Experiment, timeout: float) -> None:
     while time.monotonic() < deadline:
         round_ += 1
         handles = [
-            client.submit_with(OPERATION, [0.0, f"warm-up-{round_}-{i}"]) for i in range(2 * experiment.partitions)
+            client.submit_with(OPERATION, [0.0, f"{WARM_UP}{round_}-{i}"]) for i in range(2 * experiment.partitions)
         ]
         # A round that does not finish within WARM_UP_ROUND is given up, not waited for to the end:
         # on a very busy machine a send or a rebalance in the workers' start-up was seen to leave
@@ -375,6 +390,47 @@ def _faults(pool: Pool, faults: tuple[Fault, ...], t0: float, stop: threading.Ev
     finally:
         for stopper in stopping:
             stopper.join(timeout=pool.config.shutdown_grace + 30)
+
+
+class _Sampler:
+    """Counts the run's tasks in the system every ``interval`` seconds while the run goes on, from
+    the plan's scheduled times and the probe's set of tasks whose work has ended (``SCARD``, read at
+    that moment): Little's law's ``L``, apart from every time the queue recorded."""
+
+    def __init__(self, client: Client, plan: _Plan, interval: float = SAMPLE_INTERVAL) -> None:
+        self._redis = client.backend.redis
+        self._key = left_key(client.config.namespace)
+        self._t0 = plan.t0
+        self._arrivals = np.sort(np.asarray(plan.arrivals, dtype=float))
+        self._interval = interval
+        self._stop = threading.Event()
+        self._rows: list[tuple[float, int]] = []
+        self._thread = threading.Thread(target=self._sample, name="lab-sampler", daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        tick = time.monotonic()
+        while not self._stop.wait(max(0.0, tick - time.monotonic())):
+            tick += self._interval
+            if tick < time.monotonic():  # fell behind (a busy machine): no burst to catch up
+                tick = time.monotonic() + self._interval
+            before = time.time()
+            try:
+                departed = int(self._redis.scard(self._key))
+            except Exception:  # a missed sample: the next one counts again
+                continue
+            self._rows.append(((before + time.time()) / 2 - self._t0, departed))
+
+    def close(self) -> pd.DataFrame:
+        """Stop sampling; one row per sample: ``at`` (seconds, on the clock of the task table's
+        ``scheduled``), ``arrived`` (tasks scheduled by then), ``departed`` and ``in_system``."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+        frame = pd.DataFrame(list(self._rows), columns=["at", "departed"])
+        arrived = np.searchsorted(self._arrivals, frame["at"].to_numpy(dtype=float), side="right")
+        frame.insert(1, "arrived", arrived.astype(int))
+        frame["in_system"] = frame["arrived"] - frame["departed"]
+        return frame
 
 
 # --- reading the outcome ----------------------------------------------------------------------------

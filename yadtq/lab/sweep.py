@@ -3,9 +3,9 @@
 The columns put the answers side by side with the same metric names, so the question a class asks
 ("how far is the formula from what we measured, and why?") is one subtraction: ``measured_*`` (real
 run), ``simulated_*`` (SimPy) and ``theory_*`` (the formula), all three for the spec's own dispatch;
-and, whatever that is, both models for comparison: ``mmc_*`` (M/M/c, or M/G/c approximately: one
-queue for every slot, as shared and pooled dispatch have) and ``partitioned_*`` (an M/G/1 queue per
-worker, as partitioned dispatch has).
+and, whatever that is, both models for comparison: ``mmc_*`` (M/M/c, M/D/c for constant tasks, or
+M/G/c approximately: one queue for every slot, as shared and pooled dispatch have) and
+``partitioned_*`` (an M/G/1 queue per worker, as partitioned dispatch has).
 """
 
 from __future__ import annotations
@@ -66,6 +66,8 @@ def _row(spec: Experiment, measure: bool, config: Config | None, progress: bool)
 
         measured = run(spec, config=config, progress=progress).summary
         row.update({f"measured_{m}": measured[m] for m in METRICS})
+        # L counted while the run went on, against λ·W from the tasks' records: Little's law as a check
+        row["measured_sampled_in_system"] = measured["sampled_in_system"]
         row["measured_littles_error"] = measured["littles_error"]
         row["measured_lateness_max"] = measured["lateness_max"]
         row["measured_service_mean"] = measured["service_mean"]
